@@ -1,0 +1,176 @@
+//! The neutral chat request and response.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat request, independent of the wire format it arrived in.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model the caller named: a route, or `provider/model`.
+    pub model: String,
+    /// System prompt pieces, in order. Each becomes one system block/part/message upstream.
+    pub system: Vec<String>,
+    /// The conversation turns. Roles alternate loosely; adapters merge where they must.
+    pub messages: Vec<Message>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    /// `Some(false)` asks the model for at most one tool call per turn.
+    pub parallel_tool_calls: Option<bool>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u32>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub seed: Option<i64>,
+    pub stop: Vec<String>,
+    pub response_format: Option<ResponseFormat>,
+    /// An opaque end-user id (OpenAI `user`, Anthropic `metadata.user_id`).
+    pub user: Option<String>,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`: only changes the OpenAI egress encoding.
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<ContentBlock>,
+}
+
+impl Message {
+    pub fn user_text(text: impl Into<String>) -> Self {
+        Message {
+            role: Role::User,
+            content: vec![ContentBlock::Text { text: text.into() }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    /// A tool call made by the assistant. `input` is the parsed JSON arguments object.
+    ToolUse {
+        id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    /// The result of a tool call, sent back in a user turn.
+    ToolResult {
+        tool_use_id: String,
+        content: Vec<ContentBlock>,
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// A remote image the provider fetches itself.
+    Url { url: String },
+    /// Inline bytes, base64-encoded (no `data:` prefix).
+    Base64 { media_type: String, data: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    Auto,
+    None,
+    /// The model must call some tool (OpenAI `required`, Anthropic `any`, Gemini `ANY`).
+    Required,
+    /// The model must call this tool.
+    Tool {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        strict: bool,
+    },
+}
+
+/// One complete (non-streamed) answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The upstream's own id for the answer (egress encoders may use their own).
+    pub id: String,
+    /// The model that actually served, as the upstream named it.
+    pub model: String,
+    /// Text and ToolUse blocks, in the order the model produced them.
+    pub content: Vec<ContentBlock>,
+    pub stop_reason: StopReason,
+    /// The stop sequence that matched, when the upstream says which.
+    pub stop_sequence: Option<String>,
+    pub usage: Usage,
+}
+
+impl ChatResponse {
+    /// All text blocks joined.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for block in &self.content {
+            if let ContentBlock::Text { text } = block {
+                out.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+    ContentFilter,
+    Refusal,
+    /// Anything else the upstream said; encoded as the format's plain stop.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Prompt tokens served from the provider's cache (included in `input_tokens`
+    /// for OpenAI and Gemini; reported apart by Anthropic).
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}

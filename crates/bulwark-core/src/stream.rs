@@ -1,0 +1,169 @@
+//! Neutral stream events.
+//!
+//! Contract for every stream decoder (upstream → neutral):
+//! - exactly one `Start` comes first;
+//! - then any number of `TextDelta`, `ToolCallStart`, `ToolCallDelta`
+//!   (a `ToolCallStart` for index `i` precedes every `ToolCallDelta` for `i`;
+//!   tool-call indexes count from 0 in the order calls start);
+//! - exactly one `Finish` comes last, carrying the accumulated usage.
+//!
+//! A stream that ends without the upstream's own end signal is an error, never
+//! a `Finish`: a truncated answer must not look complete.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{StopReason, Usage};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    Start {
+        id: String,
+        model: String,
+    },
+    TextDelta {
+        text: String,
+    },
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// A fragment of the JSON arguments string of tool call `index`.
+    ToolCallDelta {
+        index: u32,
+        arguments: String,
+    },
+    Finish {
+        stop_reason: StopReason,
+        stop_sequence: Option<String>,
+        usage: Usage,
+    },
+}
+
+impl StreamEvent {
+    /// True for events that carry answer content (the streaming commit point is the
+    /// first of these to reach the caller).
+    pub fn is_content(&self) -> bool {
+        matches!(
+            self,
+            StreamEvent::TextDelta { .. }
+                | StreamEvent::ToolCallStart { .. }
+                | StreamEvent::ToolCallDelta { .. }
+        )
+    }
+}
+
+/// One server-sent event, ready to write: `event:` line (optional) and `data:` payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseFrame {
+    pub event: Option<&'static str>,
+    pub data: String,
+}
+
+impl SseFrame {
+    pub fn data(data: impl Into<String>) -> Self {
+        SseFrame {
+            event: None,
+            data: data.into(),
+        }
+    }
+
+    pub fn named(event: &'static str, data: impl Into<String>) -> Self {
+        SseFrame {
+            event: Some(event),
+            data: data.into(),
+        }
+    }
+
+    /// The frame as it goes on the wire, ending with the blank line.
+    pub fn to_wire(&self) -> String {
+        let mut out = String::with_capacity(self.data.len() + 32);
+        if let Some(event) = self.event {
+            out.push_str("event: ");
+            out.push_str(event);
+            out.push('\n');
+        }
+        for line in self.data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Accumulates a stream of events into a complete response (used to answer a
+/// non-streaming caller from a streamed upstream, and by the journal).
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    pub id: String,
+    pub model: String,
+    text: String,
+    blocks: Vec<crate::ContentBlock>,
+    tool_calls: Vec<(String, String, String)>,
+    pub finish: Option<(StopReason, Option<String>, Usage)>,
+}
+
+impl StreamAccumulator {
+    pub fn push(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Start { id, model } => {
+                self.id.clone_from(id);
+                self.model.clone_from(model);
+            }
+            StreamEvent::TextDelta { text } => self.text.push_str(text),
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.flush_text();
+                let i = *index as usize;
+                if self.tool_calls.len() <= i {
+                    self.tool_calls
+                        .resize(i + 1, (String::new(), String::new(), String::new()));
+                }
+                self.tool_calls[i] = (id.clone(), name.clone(), String::new());
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if let Some(call) = self.tool_calls.get_mut(*index as usize) {
+                    call.2.push_str(arguments);
+                }
+            }
+            StreamEvent::Finish {
+                stop_reason,
+                stop_sequence,
+                usage,
+            } => self.finish = Some((*stop_reason, stop_sequence.clone(), *usage)),
+        }
+    }
+
+    fn flush_text(&mut self) {
+        if !self.text.is_empty() {
+            self.blocks.push(crate::ContentBlock::Text {
+                text: std::mem::take(&mut self.text),
+            });
+        }
+    }
+
+    /// The complete response, or `None` when no `Finish` was seen.
+    pub fn into_response(mut self) -> Option<crate::ChatResponse> {
+        let (stop_reason, stop_sequence, usage) = self.finish.take()?;
+        self.flush_text();
+        for (id, name, args) in std::mem::take(&mut self.tool_calls) {
+            let input = if args.trim().is_empty() {
+                serde_json::Value::Object(Default::default())
+            } else {
+                serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args))
+            };
+            self.blocks
+                .push(crate::ContentBlock::ToolUse { id, name, input });
+        }
+        Some(crate::ChatResponse {
+            id: self.id,
+            model: self.model,
+            content: self.blocks,
+            stop_reason,
+            stop_sequence,
+            usage,
+        })
+    }
+}

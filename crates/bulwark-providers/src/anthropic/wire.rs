@@ -1,0 +1,1 @@
+//! Wire structs of the anthropic API (stub: to be written).

@@ -1,0 +1,7 @@
+//! Google Gemini API (`generateContent` / `streamGenerateContent`).
+
+pub mod client;
+pub mod serve;
+pub mod wire;
+
+pub use client::GeminiAdapter;

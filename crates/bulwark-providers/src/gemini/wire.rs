@@ -1,0 +1,1 @@
+//! Wire structs of the gemini API (stub: to be written).

@@ -1,0 +1,337 @@
+//! Provider adapters: one module per upstream wire format.
+//!
+//! # Layout
+//!
+//! Each format module (`openai`, `anthropic`, `gemini`) has three files:
+//!
+//! - `wire.rs`: the serde structs of the provider's published API (requests,
+//!   responses, stream chunks, error bodies), checked against its reference;
+//! - `client.rs`: the [`Adapter`] Bulwark uses to *call* that provider: neutral
+//!   request → wire, wire response/stream/error → neutral, and the error-class
+//!   mapping (`map_error`);
+//! - `serve.rs`: the other direction, used where Bulwark *speaks* the format: the
+//!   ingress (OpenAI, Anthropic) and the mock provider (all three): wire request →
+//!   neutral, neutral response/stream/error → wire.
+//!
+//! This module holds what is common: the [`Adapter`] and [`StreamDecoder`] traits and
+//! [`Provider`], which owns the HTTP client and turns an adapter into calls.
+//! Nothing here knows about routes, retries or the caller's ingress format.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bulwark_core::config::{ProviderConfig, ProviderKind};
+use bulwark_core::{ChatRequest, ChatResponse, ErrorClass, StreamEvent, UpstreamError};
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+/// A stream of neutral events from one upstream attempt.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, UpstreamError>> + Send>>;
+
+/// The client side of one upstream wire format.
+pub trait Adapter: Send + Sync {
+    /// The full URL of a chat call. `base_url` has no trailing slash and is in the
+    /// form the provider's official SDK takes (OpenAI: ends in `/v1`; Anthropic and
+    /// Gemini: the host root).
+    fn url(&self, base_url: &str, model: &str, stream: bool) -> String;
+
+    /// Adds authentication and API-version headers.
+    fn auth_headers(&self, api_key: Option<&str>, headers: &mut HeaderMap);
+
+    /// Encodes the request body. Fails with [`ErrorClass::Unsupported`] naming the
+    /// feature when the request uses something this provider cannot do.
+    fn encode_request(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+    ) -> Result<Vec<u8>, UpstreamError>;
+
+    /// Decodes a 2xx non-streaming response body.
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, UpstreamError>;
+
+    /// A fresh decoder for one streamed response.
+    fn stream_decoder(&self) -> Box<dyn StreamDecoder>;
+
+    /// Classifies a non-2xx response. The message must be the provider's own reason,
+    /// never a header value or anything that could hold a credential.
+    fn map_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamError;
+}
+
+/// Stateful translation of one upstream SSE stream into neutral events (ids, model,
+/// tool-call indexes are carried across chunks). Must uphold the contract documented
+/// on [`StreamEvent`].
+pub trait StreamDecoder: Send {
+    /// One SSE event (`event:` name if any, `data:` payload). Pushes zero or more
+    /// neutral events. A provider error event or an unparsable chunk is an `Err`.
+    fn feed(
+        &mut self,
+        event: Option<&str>,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), UpstreamError>;
+
+    /// The upstream closed the stream. Pushes the final events if the upstream had
+    /// signalled the end of the answer (even if its terminator was missing); an `Err`
+    /// if the answer was cut short.
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError>;
+}
+
+/// Parses a `Retry-After` header (seconds, possibly fractional) and the
+/// millisecond variant `retry-after-ms` some providers send.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The adapter for a provider kind.
+pub fn adapter_for(config: &ProviderConfig) -> Box<dyn Adapter> {
+    match config.kind {
+        ProviderKind::Anthropic => Box::new(anthropic::AnthropicAdapter::new(
+            config
+                .default_max_tokens
+                .unwrap_or(anthropic::DEFAULT_MAX_TOKENS),
+        )),
+        ProviderKind::Openai => Box::new(openai::OpenAiAdapter::new(false)),
+        ProviderKind::OpenaiCompatible => Box::new(openai::OpenAiAdapter::new(true)),
+        ProviderKind::Gemini => Box::new(gemini::GeminiAdapter::new()),
+    }
+}
+
+/// One configured upstream provider: its adapter, endpoint and credentials.
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    base_url: String,
+    api_key: Option<bulwark_core::config::Secret>,
+    extra_headers: HeaderMap,
+    adapter: Box<dyn Adapter>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors building a [`Provider`] from (already validated) configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("provider `{0}` has no base_url and its kind has no default endpoint")]
+    NoBaseUrl(String),
+    #[error("provider `{provider}`: header `{header}` is not a valid HTTP header")]
+    BadHeader { provider: String, header: String },
+}
+
+impl Provider {
+    pub fn new(config: &ProviderConfig, client: reqwest::Client) -> Result<Self, BuildError> {
+        let base_url = config
+            .base_url
+            .as_deref()
+            .or(config.kind.default_base_url())
+            .ok_or_else(|| BuildError::NoBaseUrl(config.name.clone()))?
+            .trim_end_matches('/')
+            .to_string();
+        let mut extra_headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let bad = || BuildError::BadHeader {
+                provider: config.name.clone(),
+                header: name.clone(),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
+            value.set_sensitive(true);
+            extra_headers.insert(name, value);
+        }
+        Ok(Provider {
+            name: config.name.clone(),
+            kind: config.kind,
+            base_url,
+            api_key: config.api_key.clone(),
+            extra_headers,
+            adapter: adapter_for(config),
+            client,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn request(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let body = self.adapter.encode_request(req, model, stream)?;
+        let mut headers = self.extra_headers.clone();
+        self.adapter
+            .auth_headers(self.api_key.as_ref().map(|k| k.expose()), &mut headers);
+        for value in headers.values_mut() {
+            value.set_sensitive(true);
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if stream {
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        Ok(self
+            .client
+            .post(self.adapter.url(&self.base_url, model, stream))
+            .headers(headers)
+            .body(body))
+    }
+
+    /// Sends the request and returns the response once its headers are in and its
+    /// status is 2xx; a non-2xx status is read and mapped to an [`UpstreamError`].
+    async fn send(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let builder = self.request(req, model, stream)?;
+        let response = builder.send().await.map_err(transport_error)?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(self.adapter.map_error(status, &headers, &body))
+    }
+
+    /// One non-streaming call.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> Result<ChatResponse, UpstreamError> {
+        let response = self.send(req, model, false).await?;
+        let body = response.bytes().await.map_err(transport_error)?;
+        self.adapter.decode_response(&body)
+    }
+
+    /// One streaming call. Resolves once the upstream answered 2xx; the stream then
+    /// yields neutral events, ending with `Finish` or an error.
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> Result<EventStream, UpstreamError> {
+        let response = self.send(req, model, true).await?;
+        let sse = sse_stream::SseByteStream::new(response.bytes_stream());
+        let decoder = self.adapter.stream_decoder();
+        Ok(decode_sse(sse, decoder))
+    }
+}
+
+/// Drives a [`StreamDecoder`] over an SSE byte stream.
+fn decode_sse<S>(sse: S, decoder: Box<dyn StreamDecoder>) -> EventStream
+where
+    S: Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send + 'static,
+{
+    struct State<S> {
+        sse: Pin<Box<S>>,
+        decoder: Box<dyn StreamDecoder>,
+        pending: std::collections::VecDeque<StreamEvent>,
+        failed: Option<UpstreamError>,
+        buf: Vec<StreamEvent>,
+        done: bool,
+    }
+    let state = State {
+        sse: Box::pin(sse),
+        decoder,
+        pending: Default::default(),
+        failed: None,
+        buf: Vec::new(),
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            // Events decoded before a failure are delivered first, then the failure.
+            if let Some(ev) = st.pending.pop_front() {
+                return Some((Ok(ev), st));
+            }
+            if let Some(err) = st.failed.take() {
+                return Some((Err(err), st));
+            }
+            if st.done {
+                return None;
+            }
+            let step = match st.sse.next().await {
+                Some(Ok(sse)) => match sse.data {
+                    Some(data) => st.decoder.feed(sse.event.as_deref(), &data, &mut st.buf),
+                    None => Ok(()),
+                },
+                Some(Err(err)) => Err(UpstreamError::new(
+                    ErrorClass::Transient,
+                    format!("upstream stream broke: {}", error_chain(&err)),
+                )),
+                None => {
+                    st.done = true;
+                    st.decoder.finish(&mut st.buf)
+                }
+            };
+            st.pending.extend(st.buf.drain(..));
+            if let Err(err) = step {
+                st.done = true;
+                st.failed = Some(err);
+            }
+        }
+    }))
+}
+
+/// A transport failure (no HTTP status): classify by whether we could even connect.
+fn transport_error(err: reqwest::Error) -> UpstreamError {
+    let class = if err.is_timeout() {
+        ErrorClass::Timeout
+    } else {
+        ErrorClass::Transient
+    };
+    // reqwest's Display can include the URL; ours never carries credentials in URLs
+    // (keys go in headers), so the chain is safe to show.
+    UpstreamError::new(
+        class,
+        format!("upstream unreachable: {}", error_chain(&err)),
+    )
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    out
+}

@@ -1,0 +1,1 @@
+//! Wire structs of the openai API (stub: to be written).
