@@ -16,6 +16,9 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Gateway-wide cap on retries and hedges, so an outage cannot multiply upstream load.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
 }
 
 pub fn default_listen() -> String {
@@ -77,6 +80,28 @@ pub struct ProviderConfig {
     /// `max_tokens` sent to providers that require it when the caller gave none.
     #[serde(default)]
     pub default_max_tokens: Option<u32>,
+    /// Optional active health probe (a tiny real request on an interval).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// The upstream model the probe asks (one output token).
+    pub model: String,
+    #[serde(default = "default_probe_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_probe_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+fn default_probe_timeout() -> HumanDuration {
+    HumanDuration::secs(5)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -85,6 +110,22 @@ pub struct RouteConfig {
     /// The model name clients use.
     pub model: String,
     pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+    /// Off when absent.
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
+    /// After a stream broke mid-answer, continue it on the next target that accepts an
+    /// assistant prefill (off by default: the caller gets an in-band error instead).
+    #[serde(default)]
+    pub resume_streams: bool,
+    /// Fail over on a content-policy refusal (off by default: the reason is passed back).
+    #[serde(default)]
+    pub failover_on_content_policy: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -92,6 +133,180 @@ pub struct RouteConfig {
 pub struct TargetConfig {
     pub provider: String,
     pub model: String,
+    /// The model's context window in tokens; a request that overflowed a smaller
+    /// window is routed only to targets that declare a larger one.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Whether the target accepts a trailing assistant message as a prefill (needed to
+    /// resume a broken stream on it).
+    #[serde(default)]
+    pub accepts_prefill: bool,
+    /// Lower values are tried first; targets with the same priority share traffic by
+    /// `weight`. Absent, a target's priority is its position in the list.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts on one target within one request (1 = no retry).
+    pub max_attempts: u32,
+    pub base_delay: HumanDuration,
+    pub max_delay: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            base_delay: HumanDuration::millis(500),
+            max_delay: HumanDuration::secs(8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    pub connect: HumanDuration,
+    pub first_token: HumanDuration,
+    pub idle: HumanDuration,
+    pub total: HumanDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: HumanDuration::secs(5),
+            first_token: HumanDuration::secs(15),
+            idle: HumanDuration::secs(20),
+            total: HumanDuration::secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub min_calls: u32,
+    pub window: HumanDuration,
+    pub open_for: HumanDuration,
+    pub max_open_for: HumanDuration,
+    /// Slow first tokens (over `timeouts.first_token / 2`) in a row that trip the breaker.
+    pub slow_calls: u32,
+    /// Calls let through while half-open; all must succeed to close.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: HumanDuration::secs(60),
+            open_for: HumanDuration::secs(30),
+            max_open_for: HumanDuration::secs(300),
+            slow_calls: 5,
+            half_open_probes: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// `p95` (the target's observed 95th percentile time to first token) or a duration.
+    pub after: HedgeAfter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    P95,
+    Fixed(std::time::Duration),
+}
+
+impl<'de> Deserialize<'de> for HedgeAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if raw.eq_ignore_ascii_case("p95") {
+            return Ok(HedgeAfter::P95);
+        }
+        humantime::parse_duration(&raw)
+            .map(HedgeAfter::Fixed)
+            .map_err(|e| {
+                serde::de::Error::custom(format!("expected `p95` or a duration like `2s`: {e}"))
+            })
+    }
+}
+
+impl Serialize for HedgeAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HedgeAfter::P95 => s.serialize_str("p95"),
+            HedgeAfter::Fixed(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Retries and hedges may add at most this share of caller requests.
+    pub ratio: f64,
+    /// Retries always allowed per second regardless of traffic (so a quiet gateway can still retry).
+    pub min_per_second: f64,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: 0.2,
+            min_per_second: 1.0,
+        }
+    }
+}
+
+/// A duration written for humans: `500ms`, `30s`, `5m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        HumanDuration(std::time::Duration::from_secs(s))
+    }
+
+    pub const fn millis(ms: u64) -> Self {
+        HumanDuration(std::time::Duration::from_millis(ms))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(&raw)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{raw:?} is not a duration like `500ms`, `30s` or `5m`: {e}"
+                ))
+            })
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
 }
 
 /// A credential or other secret value: its `Debug` and `Display` never show it.

@@ -226,7 +226,23 @@ impl Provider {
         }
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
-        Err(self.adapter.map_error(status, &headers, &body))
+        Err(self.scrub(self.adapter.map_error(status, &headers, &body)))
+    }
+
+    /// Providers sometimes quote the credential they rejected; make sure no secret we
+    /// hold survives into a message that reaches logs or callers.
+    fn scrub(&self, mut err: UpstreamError) -> UpstreamError {
+        let secrets = self.api_key.iter().map(|k| k.expose().to_string()).chain(
+            self.extra_headers
+                .values()
+                .filter_map(|v| v.to_str().ok().map(str::to_string)),
+        );
+        for secret in secrets {
+            if secret.len() >= 4 && err.message.contains(&secret) {
+                err.message = err.message.replace(&secret, "***");
+            }
+        }
+        err
     }
 
     /// One non-streaming call.

@@ -1,57 +1,727 @@
-//! Calling the anthropic API (stub: to be written).
+//! Calling the Anthropic Messages API: the [`Adapter`] (URL, headers, neutral request
+//! → wire, wire response → neutral). The stream decoder lives in `client_stream.rs`,
+//! the error classification in `client_error.rs`.
 
-use bulwark_core::{ChatRequest, ChatResponse, StreamEvent, UpstreamError};
+use std::borrow::Cow;
+
+use bulwark_core::{
+    ChatRequest, ChatResponse, ContentBlock, ImageSource, Message, ResponseFormat, Role,
+    StopReason, ToolChoice, UpstreamError, Usage,
+};
 use http::HeaderMap;
+use http::header::HeaderValue;
+use serde_json::Value;
 
+use super::client_stream::AnthropicStreamDecoder;
+use super::wire::{
+    API_VERSION, ContentBlockParam, ImageSourceParam, MessageParam, MessageResponse,
+    MessagesRequest, MetadataParam, ResponseBlock, TextBlockParam, ToolChoiceParam, ToolParam,
+    UsageWire,
+};
 use crate::{Adapter, StreamDecoder};
 
+/// `max_tokens` is required by Anthropic; used when neither the caller nor the
+/// provider config sets one.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-pub struct AnthropicAdapter;
+/// The provider kind as `UpstreamError::unsupported` names it.
+const KIND: &str = "anthropic";
+
+pub struct AnthropicAdapter {
+    default_max_tokens: u32,
+}
 
 impl AnthropicAdapter {
     pub fn new(default_max_tokens: u32) -> Self {
-        let _ = default_max_tokens;
-        Self
+        AnthropicAdapter { default_max_tokens }
     }
 }
 
 impl Adapter for AnthropicAdapter {
     fn url(&self, base_url: &str, _model: &str, _stream: bool) -> String {
-        base_url.to_string()
+        format!("{base_url}/v1/messages")
     }
-    fn auth_headers(&self, _api_key: Option<&str>, _headers: &mut HeaderMap) {}
+
+    fn auth_headers(&self, api_key: Option<&str>, headers: &mut HeaderMap) {
+        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        let Some(key) = api_key else { return };
+        match HeaderValue::from_str(key) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                headers.insert("x-api-key", value);
+            }
+            // Never log the key itself.
+            Err(_) => tracing::warn!("anthropic API key is not a valid header value; not sent"),
+        }
+    }
+
     fn encode_request(
         &self,
-        _req: &ChatRequest,
-        _model: &str,
-        _stream: bool,
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
     ) -> Result<Vec<u8>, UpstreamError> {
-        Err(UpstreamError::unsupported("anthropic", "everything"))
+        let body = build_request(req, model, stream, self.default_max_tokens)?;
+        serde_json::to_vec(&body)
+            .map_err(|e| UpstreamError::protocol(format!("could not encode request: {e}")))
     }
-    fn decode_response(&self, _body: &[u8]) -> Result<ChatResponse, UpstreamError> {
-        Err(UpstreamError::protocol("stub"))
+
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, UpstreamError> {
+        let msg: MessageResponse = serde_json::from_slice(body).map_err(|e| {
+            UpstreamError::protocol(format!("anthropic response is not a message: {e}"))
+        })?;
+        Ok(ChatResponse {
+            id: msg.id,
+            model: msg.model,
+            content: msg.content.into_iter().filter_map(response_block).collect(),
+            stop_reason: stop_reason_from_wire(msg.stop_reason.as_deref()),
+            stop_sequence: msg.stop_sequence,
+            usage: usage_from_wire(&msg.usage),
+        })
     }
+
     fn stream_decoder(&self) -> Box<dyn StreamDecoder> {
-        Box::new(Decoder)
+        Box::new(AnthropicStreamDecoder::default())
     }
-    fn map_error(&self, status: u16, _headers: &HeaderMap, _body: &[u8]) -> UpstreamError {
-        UpstreamError::protocol("stub").with_status(status)
+
+    fn map_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
+        super::client_error::map_error(status, headers, body)
     }
 }
 
-struct Decoder;
-
-impl StreamDecoder for Decoder {
-    fn feed(
-        &mut self,
-        _event: Option<&str>,
-        _data: &str,
-        _out: &mut Vec<StreamEvent>,
-    ) -> Result<(), UpstreamError> {
-        Err(UpstreamError::protocol("stub"))
+/// Neutral request → the wire body, or `Unsupported` naming what Anthropic cannot do.
+fn build_request<'a>(
+    req: &'a ChatRequest,
+    model: &'a str,
+    stream: bool,
+    default_max_tokens: u32,
+) -> Result<MessagesRequest<'a>, UpstreamError> {
+    // A zero penalty is the OpenAI default and means "no penalty": nothing is lost.
+    if req.presence_penalty.is_some_and(|p| p != 0.0) {
+        return Err(UpstreamError::unsupported(KIND, "presence_penalty"));
     }
-    fn finish(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
-        Err(UpstreamError::protocol("stub"))
+    if req.frequency_penalty.is_some_and(|p| p != 0.0) {
+        return Err(UpstreamError::unsupported(KIND, "frequency_penalty"));
+    }
+    if req.seed.is_some() {
+        return Err(UpstreamError::unsupported(KIND, "seed"));
+    }
+    match req.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            return Err(UpstreamError::unsupported(
+                KIND,
+                "response_format json_object",
+            ));
+        }
+        Some(ResponseFormat::JsonSchema { .. }) => {
+            return Err(UpstreamError::unsupported(
+                KIND,
+                "response_format json_schema",
+            ));
+        }
+    }
+
+    let disable_parallel = req.parallel_tool_calls == Some(false);
+    let tool_choice = match &req.tool_choice {
+        // Anthropic rejects tool_choice without tools; auto/none then mean nothing.
+        Some(ToolChoice::Auto | ToolChoice::None) if req.tools.is_empty() => None,
+        Some(ToolChoice::Auto) => Some(ToolChoiceParam::Auto {
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        Some(ToolChoice::Required) => Some(ToolChoiceParam::Any {
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        Some(ToolChoice::Tool { name }) => Some(ToolChoiceParam::Tool {
+            name,
+            disable_parallel_tool_use: disable_parallel,
+        }),
+        Some(ToolChoice::None) => Some(ToolChoiceParam::None),
+        // parallel_tool_calls=false alone: say it through the default choice.
+        None if disable_parallel && !req.tools.is_empty() => Some(ToolChoiceParam::Auto {
+            disable_parallel_tool_use: true,
+        }),
+        None => None,
+    };
+
+    Ok(MessagesRequest {
+        model,
+        max_tokens: req.max_tokens.unwrap_or(default_max_tokens),
+        messages: encode_messages(&req.messages)?,
+        // Anthropic rejects empty text blocks.
+        system: req
+            .system
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| TextBlockParam::new(s))
+            .collect(),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        stop_sequences: req.stop.iter().map(String::as_str).collect(),
+        tools: req
+            .tools
+            .iter()
+            .map(|t| ToolParam {
+                name: &t.name,
+                description: t.description.as_deref(),
+                input_schema: input_schema(&t.parameters),
+            })
+            .collect(),
+        tool_choice,
+        metadata: req.user.as_deref().map(|user_id| MetadataParam { user_id }),
+        stream,
+    })
+}
+
+/// Anthropic requires an object schema with `"type": "object"`; OpenAI callers may
+/// send no parameters at all.
+fn input_schema(parameters: &Value) -> Cow<'_, Value> {
+    match parameters {
+        Value::Object(map) if map.contains_key("type") => Cow::Borrowed(parameters),
+        Value::Object(map) if !map.is_empty() => {
+            let mut map = map.clone();
+            map.insert("type".into(), Value::String("object".into()));
+            Cow::Owned(Value::Object(map))
+        }
+        _ => Cow::Owned(serde_json::json!({"type": "object", "properties": {}})),
+    }
+}
+
+/// Encodes the turns, dropping empty text blocks and empty turns (Anthropic rejects
+/// both), merging consecutive turns of the same role (Anthropic requires
+/// alternation), and putting tool results first in each user turn (Anthropic
+/// requires them to lead the turn that answers a tool call).
+fn encode_messages(messages: &[Message]) -> Result<Vec<MessageParam<'_>>, UpstreamError> {
+    let mut out: Vec<MessageParam<'_>> = Vec::with_capacity(messages.len());
+    for msg in messages {
+        let mut blocks = Vec::with_capacity(msg.content.len());
+        for block in &msg.content {
+            if let Some(encoded) = encode_block(block)? {
+                blocks.push(encoded);
+            }
+        }
+        if blocks.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.role == msg.role => last.content.extend(blocks),
+            _ => out.push(MessageParam {
+                role: msg.role,
+                content: blocks,
+            }),
+        }
+    }
+    for turn in out.iter_mut().filter(|m| m.role == Role::User) {
+        // Stable: keeps the relative order of results and of the other blocks.
+        turn.content
+            .sort_by_key(|b| !matches!(b, ContentBlockParam::ToolResult { .. }));
+    }
+    Ok(out)
+}
+
+fn encode_block(block: &ContentBlock) -> Result<Option<ContentBlockParam<'_>>, UpstreamError> {
+    Ok(match block {
+        ContentBlock::Text { text } if text.is_empty() => None,
+        ContentBlock::Text { text } => Some(ContentBlockParam::Text { text }),
+        ContentBlock::Image { source } => Some(ContentBlockParam::Image {
+            source: image_source(source),
+        }),
+        ContentBlock::ToolUse { id, name, input } => {
+            Some(ContentBlockParam::ToolUse { id, name, input })
+        }
+        ContentBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        } => {
+            let mut inner = Vec::with_capacity(content.len());
+            for part in content {
+                match part {
+                    ContentBlock::Text { text } if text.is_empty() => {}
+                    ContentBlock::Text { text } => inner.push(ContentBlockParam::Text { text }),
+                    ContentBlock::Image { source } => inner.push(ContentBlockParam::Image {
+                        source: image_source(source),
+                    }),
+                    ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
+                        return Err(UpstreamError::unsupported(
+                            KIND,
+                            "tool calls or tool results nested inside a tool result",
+                        ));
+                    }
+                }
+            }
+            Some(ContentBlockParam::ToolResult {
+                tool_use_id,
+                content: inner,
+                is_error: *is_error,
+            })
+        }
+    })
+}
+
+fn image_source(source: &ImageSource) -> ImageSourceParam<'_> {
+    match source {
+        ImageSource::Url { url } => ImageSourceParam::Url { url },
+        ImageSource::Base64 { media_type, data } => ImageSourceParam::Base64 { media_type, data },
+    }
+}
+
+fn response_block(block: ResponseBlock) -> Option<ContentBlock> {
+    match block {
+        ResponseBlock::Text { text } => Some(ContentBlock::Text { text }),
+        ResponseBlock::ToolUse { id, name, input } => {
+            let input = if input.is_null() {
+                Value::Object(Default::default())
+            } else {
+                input
+            };
+            Some(ContentBlock::ToolUse { id, name, input })
+        }
+        ResponseBlock::Other => None,
+    }
+}
+
+/// Anthropic's `stop_reason` → neutral.
+pub(crate) fn stop_reason_from_wire(reason: Option<&str>) -> StopReason {
+    match reason {
+        Some("end_turn") => StopReason::EndTurn,
+        Some("max_tokens" | "model_context_window_exceeded") => StopReason::MaxTokens,
+        Some("stop_sequence") => StopReason::StopSequence,
+        Some("tool_use") => StopReason::ToolUse,
+        Some("refusal") => StopReason::Refusal,
+        // pause_turn (a long server-tool turn paused) and anything newer.
+        _ => StopReason::Other,
+    }
+}
+
+pub(crate) fn usage_from_wire(usage: &UsageWire) -> Usage {
+    Usage {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_read_input_tokens: usage.cache_read_input_tokens,
+        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_core::{ErrorClass, Tool};
+    use serde_json::json;
+
+    fn adapter() -> AnthropicAdapter {
+        AnthropicAdapter::new(DEFAULT_MAX_TOKENS)
+    }
+
+    fn encode(req: &ChatRequest) -> Value {
+        let bytes = adapter()
+            .encode_request(req, "claude-sonnet-4-5", false)
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn weather_tool() -> Tool {
+        Tool {
+            name: "get_weather".into(),
+            description: Some("Weather by city".into()),
+            parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        }
+    }
+
+    #[test]
+    fn url_and_headers_follow_the_reference() {
+        let a = adapter();
+        assert_eq!(
+            a.url("https://api.anthropic.com", "m", true),
+            "https://api.anthropic.com/v1/messages"
+        );
+        let mut headers = HeaderMap::new();
+        a.auth_headers(Some("sk-ant-123"), &mut headers);
+        assert_eq!(headers["anthropic-version"], "2023-06-01");
+        assert_eq!(headers["x-api-key"], "sk-ant-123");
+        assert!(headers["x-api-key"].is_sensitive());
+        assert!(!headers.contains_key("authorization"));
+    }
+
+    #[test]
+    fn minimal_request_has_required_fields_only() {
+        let req = ChatRequest {
+            model: "route-name".into(),
+            messages: vec![Message::user_text("hi")],
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&req),
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 4096,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+            })
+        );
+        let small = AnthropicAdapter::new(100)
+            .encode_request(&req, "m", true)
+            .unwrap();
+        let small: Value = serde_json::from_slice(&small).unwrap();
+        assert_eq!(small["max_tokens"], 100);
+        assert_eq!(small["stream"], true);
+    }
+
+    #[test]
+    fn full_request_encodes_every_field() {
+        let req = ChatRequest {
+            model: "route".into(),
+            system: vec!["Be brief.".into(), String::new(), "Be kind.".into()],
+            messages: vec![
+                Message {
+                    role: Role::User,
+                    content: vec![
+                        ContentBlock::Text {
+                            text: "What is this?".into(),
+                        },
+                        ContentBlock::Image {
+                            source: ImageSource::Base64 {
+                                media_type: "image/png".into(),
+                                data: "iVBOR".into(),
+                            },
+                        },
+                        ContentBlock::Image {
+                            source: ImageSource::Url {
+                                url: "https://example.com/a.jpg".into(),
+                            },
+                        },
+                    ],
+                },
+                Message {
+                    role: Role::Assistant,
+                    content: vec![
+                        ContentBlock::Text {
+                            text: String::new(),
+                        },
+                        ContentBlock::ToolUse {
+                            id: "toolu_1".into(),
+                            name: "get_weather".into(),
+                            input: json!({"city": "Paris"}),
+                        },
+                    ],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::ToolResult {
+                        tool_use_id: "toolu_1".into(),
+                        content: vec![ContentBlock::Text {
+                            text: "sunny".into(),
+                        }],
+                        is_error: false,
+                    }],
+                },
+            ],
+            tools: vec![weather_tool()],
+            tool_choice: Some(ToolChoice::Tool {
+                name: "get_weather".into(),
+            }),
+            parallel_tool_calls: Some(false),
+            max_tokens: Some(512),
+            temperature: Some(0.5),
+            top_p: Some(0.9),
+            top_k: Some(40),
+            presence_penalty: Some(0.0),
+            stop: vec!["END".into()],
+            response_format: Some(ResponseFormat::Text),
+            user: Some("user-42".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&req),
+            json!({
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 512,
+                "system": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+                "messages": [
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                        {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
+                    ]},
+                    {"role": "assistant", "content": [
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+                    ]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]}
+                    ]}
+                ],
+                "temperature": 0.5,
+                "top_p": 0.9,
+                "top_k": 40,
+                "stop_sequences": ["END"],
+                "tools": [{
+                    "name": "get_weather",
+                    "description": "Weather by city",
+                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}
+                }],
+                "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true},
+                "metadata": {"user_id": "user-42"}
+            })
+        );
+    }
+
+    #[test]
+    fn consecutive_same_role_turns_are_merged_with_tool_results_first() {
+        let req = ChatRequest {
+            messages: vec![
+                Message::user_text("first"),
+                Message::user_text("second"),
+                Message {
+                    role: Role::Assistant,
+                    content: vec![ContentBlock::ToolUse {
+                        id: "a".into(),
+                        name: "f".into(),
+                        input: json!({}),
+                    }],
+                },
+                Message::user_text("also this"),
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::ToolResult {
+                        tool_use_id: "a".into(),
+                        content: vec![],
+                        is_error: true,
+                    }],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![ContentBlock::Text {
+                        text: String::new(),
+                    }],
+                },
+            ],
+            ..Default::default()
+        };
+        let v = encode(&req);
+        assert_eq!(
+            v["messages"],
+            json!([
+                {"role": "user", "content": [
+                    {"type": "text", "text": "first"},
+                    {"type": "text", "text": "second"}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "a", "name": "f", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "a", "is_error": true},
+                    {"type": "text", "text": "also this"}
+                ]}
+            ])
+        );
+    }
+
+    #[test]
+    fn tool_choice_variants_and_parallel_flag() {
+        let base = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            tools: vec![weather_tool()],
+            ..Default::default()
+        };
+        let cases = [
+            (Some(ToolChoice::Auto), None, json!({"type": "auto"})),
+            (Some(ToolChoice::Required), None, json!({"type": "any"})),
+            (
+                Some(ToolChoice::Required),
+                Some(false),
+                json!({"type": "any", "disable_parallel_tool_use": true}),
+            ),
+            (Some(ToolChoice::None), Some(false), json!({"type": "none"})),
+            (
+                None,
+                Some(false),
+                json!({"type": "auto", "disable_parallel_tool_use": true}),
+            ),
+            (Some(ToolChoice::Auto), Some(true), json!({"type": "auto"})),
+        ];
+        for (choice, parallel, expected) in cases {
+            let req = ChatRequest {
+                tool_choice: choice,
+                parallel_tool_calls: parallel,
+                ..base.clone()
+            };
+            assert_eq!(encode(&req)["tool_choice"], expected);
+        }
+        let no_tools = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            tool_choice: Some(ToolChoice::None),
+            parallel_tool_calls: Some(false),
+            ..Default::default()
+        };
+        assert!(encode(&no_tools).get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn tools_without_schema_get_an_empty_object_schema() {
+        let req = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            tools: vec![
+                Tool {
+                    name: "noop".into(),
+                    description: None,
+                    parameters: Value::Null,
+                },
+                Tool {
+                    name: "typed".into(),
+                    description: None,
+                    parameters: json!({"properties": {"a": {"type": "integer"}}}),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&req)["tools"],
+            json!([
+                {"name": "noop", "input_schema": {"type": "object", "properties": {}}},
+                {"name": "typed", "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}
+            ])
+        );
+    }
+
+    #[test]
+    fn features_anthropic_lacks_are_unsupported() {
+        let base = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            ..Default::default()
+        };
+        let cases: [(ChatRequest, &str); 5] = [
+            (
+                ChatRequest {
+                    presence_penalty: Some(0.5),
+                    ..base.clone()
+                },
+                "presence_penalty",
+            ),
+            (
+                ChatRequest {
+                    frequency_penalty: Some(-1.0),
+                    ..base.clone()
+                },
+                "frequency_penalty",
+            ),
+            (
+                ChatRequest {
+                    seed: Some(7),
+                    ..base.clone()
+                },
+                "seed",
+            ),
+            (
+                ChatRequest {
+                    response_format: Some(ResponseFormat::JsonObject),
+                    ..base.clone()
+                },
+                "json_object",
+            ),
+            (
+                ChatRequest {
+                    response_format: Some(ResponseFormat::JsonSchema {
+                        name: "x".into(),
+                        schema: json!({}),
+                        strict: true,
+                    }),
+                    ..base.clone()
+                },
+                "json_schema",
+            ),
+        ];
+        for (req, feature) in cases {
+            let err = adapter().encode_request(&req, "m", false).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Unsupported);
+            assert!(err.message.contains(feature), "{}", err.message);
+            assert!(err.message.contains("anthropic"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn response_decodes_text_and_tool_use_and_skips_thinking() {
+        let body = json!({
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5-20250929",
+            "content": [
+                {"type": "thinking", "thinking": "let me see", "signature": "sig"},
+                {"type": "text", "text": "Checking.", "citations": null},
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ],
+            "stop_reason": "tool_use",
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": 10, "output_tokens": 20,
+                "cache_read_input_tokens": 5, "cache_creation_input_tokens": 0,
+                "service_tier": "standard"
+            }
+        });
+        let resp = adapter()
+            .decode_response(&serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        assert_eq!(
+            resp,
+            ChatResponse {
+                id: "msg_01".into(),
+                model: "claude-sonnet-4-5-20250929".into(),
+                content: vec![
+                    ContentBlock::Text {
+                        text: "Checking.".into()
+                    },
+                    ContentBlock::ToolUse {
+                        id: "toolu_1".into(),
+                        name: "get_weather".into(),
+                        input: json!({"city": "Paris"}),
+                    },
+                ],
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 10,
+                    output_tokens: 20,
+                    cache_read_input_tokens: Some(5),
+                    cache_creation_input_tokens: Some(0),
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn stop_reasons_map_to_neutral() {
+        let cases = [
+            ("end_turn", StopReason::EndTurn),
+            ("max_tokens", StopReason::MaxTokens),
+            ("stop_sequence", StopReason::StopSequence),
+            ("tool_use", StopReason::ToolUse),
+            ("pause_turn", StopReason::Other),
+            ("refusal", StopReason::Refusal),
+            ("model_context_window_exceeded", StopReason::MaxTokens),
+            ("something_new", StopReason::Other),
+        ];
+        for (wire, neutral) in cases {
+            assert_eq!(stop_reason_from_wire(Some(wire)), neutral, "{wire}");
+        }
+        let body = json!({
+            "id": "m", "type": "message", "role": "assistant", "model": "c",
+            "content": [{"type": "text", "text": "a"}],
+            "stop_reason": "stop_sequence", "stop_sequence": "END",
+            "usage": {"input_tokens": 1, "output_tokens": 1}
+        });
+        let resp = adapter()
+            .decode_response(&serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        assert_eq!(resp.stop_reason, StopReason::StopSequence);
+        assert_eq!(resp.stop_sequence.as_deref(), Some("END"));
+    }
+
+    #[test]
+    fn malformed_response_is_a_protocol_error() {
+        for body in [&b"not json"[..], b"{\"type\":\"message\"}", b"[]"] {
+            let err = adapter().decode_response(body).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Protocol);
+        }
     }
 }

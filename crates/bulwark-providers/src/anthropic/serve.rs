@@ -1,30 +1,730 @@
-//! Speaking the Anthropic Messages API (ingress and mock). Stub: to be written.
+//! Speaking the Anthropic Messages API (Bulwark's `/v1/messages` ingress and the
+//! mock provider): decoding a request body into a neutral [`ChatRequest`].
+//! The response side (message object, stream encoder, error body) lives in
+//! `serve_encode.rs` and is re-exported here.
+//!
+//! Decoding walks the JSON by hand so every error names its field the way
+//! Anthropic does (`messages.0.content.1.source.type: …`), rejects unknown fields
+//! ("Extra inputs are not permitted") and names features Bulwark cannot carry
+//! (extended thinking, server tools, documents, containers, MCP servers) instead of
+//! silently dropping them.
 
-use bulwark_core::{ChatRequest, ChatResponse, GatewayError, SseFrame, StreamEvent};
+use bulwark_core::{
+    ChatRequest, ContentBlock, GatewayError, ImageSource, Message, Role, Tool, ToolChoice,
+};
+use serde_json::Value;
+
+pub use super::serve_encode::{StreamEncoder, encode_response, error_body};
+use super::serve_fields::{
+    Object, array, boolean, extra, invalid, is_empty_array, is_empty_object, is_trivial, missing,
+    number, object, only_keys, required, string, uint, unsupported,
+};
 
 /// Decodes a `POST /v1/messages` body.
-pub fn decode_request(_body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    Err(GatewayError::invalid("stub"))
-}
+pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(GatewayError::invalid("request body must be a JSON object"));
+    };
 
-/// Encodes a `message` object with the given id (`msg_…`).
-pub fn encode_response(_resp: &ChatResponse, _id: &str) -> Vec<u8> {
-    Vec::new()
-}
-
-/// Encodes neutral events as the Messages streaming event sequence.
-pub struct StreamEncoder;
-
-impl StreamEncoder {
-    pub fn new(_id: String) -> Self {
-        StreamEncoder
+    let mut req = ChatRequest::default();
+    let (mut model, mut max_tokens, mut messages) = (None, None, None);
+    for (key, val) in &obj {
+        let path = key.as_str();
+        match path {
+            "model" => model = Some(string(val, path)?.to_owned()),
+            "max_tokens" => max_tokens = Some(uint(val, path)?),
+            "messages" => messages = Some(decode_messages(val)?),
+            // Absent-equivalent nulls are accepted for every optional field.
+            _ if val.is_null() => {}
+            "system" => req.system = decode_system(val)?,
+            "tools" => req.tools = decode_tools(val)?,
+            "tool_choice" => {
+                let (choice, parallel) = decode_tool_choice(val)?;
+                req.tool_choice = Some(choice);
+                req.parallel_tool_calls = parallel;
+            }
+            "stop_sequences" => {
+                req.stop = array(val, path)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| string(s, &format!("{path}.{i}")).map(str::to_owned))
+                    .collect::<Result<_, _>>()?;
+            }
+            "temperature" => req.temperature = Some(number(val, path)?),
+            "top_p" => req.top_p = Some(number(val, path)?),
+            "top_k" => req.top_k = Some(uint(val, path)?),
+            "metadata" => {
+                let meta = object(val, path)?;
+                only_keys(meta, path, &["user_id"])?;
+                req.user = match meta.get("user_id") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(string(v, "metadata.user_id")?.to_owned()),
+                };
+            }
+            "stream" => req.stream = boolean(val, path)?,
+            // A caching hint: harmless to drop, every upstream caches its own way.
+            "cache_control" => {
+                object(val, path)?;
+            }
+            "service_tier" => match string(val, path)? {
+                "auto" | "standard_only" => {}
+                other => {
+                    return Err(invalid(
+                        path,
+                        format!("Input should be 'auto' or 'standard_only', got '{other}'"),
+                    ));
+                }
+            },
+            "thinking" => {
+                let thinking = object(val, path)?;
+                if thinking.get("type").and_then(Value::as_str) != Some("disabled") {
+                    return Err(unsupported(path, "extended thinking"));
+                }
+            }
+            "container" => return Err(unsupported(path, "containers")),
+            "mcp_servers" if is_empty_array(val) => {}
+            "mcp_servers" => return Err(unsupported(path, "MCP servers")),
+            "output_config" if is_empty_object(val) => {}
+            "output_config" => return Err(unsupported(path, "output_config")),
+            "speed" => match string(val, path)? {
+                "standard" => {}
+                other => return Err(unsupported(path, &format!("speed '{other}'"))),
+            },
+            "diagnostics" if is_empty_object(val) => {}
+            "diagnostics" => return Err(unsupported(path, "diagnostics")),
+            "inference_geo" => return Err(unsupported(path, "inference_geo")),
+            "context_management" => return Err(unsupported(path, "context management")),
+            _ => return Err(extra(path)),
+        }
     }
-    pub fn encode(&mut self, _event: &StreamEvent, _out: &mut Vec<SseFrame>) {}
-    /// A failure after the stream began: `event: error`, and no `message_stop`.
-    pub fn encode_error(&mut self, _err: &GatewayError, _out: &mut Vec<SseFrame>) {}
+    req.model = model.ok_or_else(|| missing("model"))?;
+    req.max_tokens = Some(max_tokens.ok_or_else(|| missing("max_tokens"))?);
+    req.messages = messages.ok_or_else(|| missing("messages"))?;
+    Ok(req)
 }
 
-/// `{"type": "error", "error": {"type", "message"}}`
-pub fn error_body(_err: &GatewayError) -> Vec<u8> {
-    Vec::new()
+fn decode_messages(val: &Value) -> Result<Vec<Message>, GatewayError> {
+    let items = array(val, "messages")?;
+    if items.is_empty() {
+        return Err(invalid("messages", "at least one message is required"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| decode_message(item, &format!("messages.{i}")))
+        .collect()
+}
+
+fn decode_message(val: &Value, path: &str) -> Result<Message, GatewayError> {
+    let obj = object(val, path)?;
+    only_keys(obj, path, &["role", "content"])?;
+    let role_path = format!("{path}.role");
+    let role = match string(required(obj, "role", path)?, &role_path)? {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => {
+            return Err(invalid(
+                &role_path,
+                format!("Input should be 'user' or 'assistant', got '{other}'"),
+            ));
+        }
+    };
+    let content_path = format!("{path}.content");
+    let content = match required(obj, "content", path)? {
+        Value::String(text) => vec![ContentBlock::Text { text: text.clone() }],
+        Value::Array(blocks) => blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| decode_block(b, &format!("{content_path}.{i}"), role))
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(invalid(
+                &content_path,
+                "Input should be a valid string or a list of content blocks",
+            ));
+        }
+    };
+    Ok(Message { role, content })
+}
+
+fn decode_block(val: &Value, path: &str, role: Role) -> Result<ContentBlock, GatewayError> {
+    let obj = object(val, path)?;
+    let type_path = format!("{path}.type");
+    match string(required(obj, "type", path)?, &type_path)? {
+        "text" => decode_text_block(obj, path),
+        "image" => decode_image_block(obj, path),
+        "tool_use" => {
+            if role != Role::Assistant {
+                return Err(invalid(
+                    path,
+                    "tool_use blocks are only allowed in assistant messages",
+                ));
+            }
+            only_keys(obj, path, &["type", "id", "name", "input", "cache_control"])?;
+            let id = string(required(obj, "id", path)?, &format!("{path}.id"))?;
+            let name = string(required(obj, "name", path)?, &format!("{path}.name"))?;
+            let input = required(obj, "input", path)?;
+            object(input, &format!("{path}.input"))?;
+            Ok(ContentBlock::ToolUse {
+                id: id.to_owned(),
+                name: name.to_owned(),
+                input: input.clone(),
+            })
+        }
+        "tool_result" => {
+            if role != Role::User {
+                return Err(invalid(
+                    path,
+                    "tool_result blocks are only allowed in user messages",
+                ));
+            }
+            only_keys(
+                obj,
+                path,
+                &[
+                    "type",
+                    "tool_use_id",
+                    "content",
+                    "is_error",
+                    "cache_control",
+                ],
+            )?;
+            let tool_use_id = string(
+                required(obj, "tool_use_id", path)?,
+                &format!("{path}.tool_use_id"),
+            )?;
+            let content_path = format!("{path}.content");
+            let content = match obj.get("content") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(text)) if text.is_empty() => Vec::new(),
+                Some(Value::String(text)) => vec![ContentBlock::Text { text: text.clone() }],
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, part)| decode_tool_result_part(part, &format!("{content_path}.{i}")))
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(invalid(
+                        &content_path,
+                        "Input should be a valid string or a list of content blocks",
+                    ));
+                }
+            };
+            let is_error = match obj.get("is_error") {
+                None | Some(Value::Null) => false,
+                Some(v) => boolean(v, &format!("{path}.is_error"))?,
+            };
+            Ok(ContentBlock::ToolResult {
+                tool_use_id: tool_use_id.to_owned(),
+                content,
+                is_error,
+            })
+        }
+        "document" => Err(invalid(
+            path,
+            "document blocks are not supported by this gateway",
+        )),
+        other => Err(invalid(
+            path,
+            format!("`{other}` content blocks are not supported by this gateway"),
+        )),
+    }
+}
+
+/// Content of a `tool_result`: text and image blocks.
+fn decode_tool_result_part(val: &Value, path: &str) -> Result<ContentBlock, GatewayError> {
+    let obj = object(val, path)?;
+    let type_path = format!("{path}.type");
+    match string(required(obj, "type", path)?, &type_path)? {
+        "text" => decode_text_block(obj, path),
+        "image" => decode_image_block(obj, path),
+        other => Err(invalid(
+            path,
+            format!(
+                "`{other}` blocks inside a tool_result are not supported by this gateway (text and image are)"
+            ),
+        )),
+    }
+}
+
+fn decode_text_block(obj: &Object, path: &str) -> Result<ContentBlock, GatewayError> {
+    // Citations on earlier turns are annotations of text we still pass on whole.
+    only_keys(obj, path, &["type", "text", "cache_control", "citations"])?;
+    let text = string(required(obj, "text", path)?, &format!("{path}.text"))?;
+    Ok(ContentBlock::Text {
+        text: text.to_owned(),
+    })
+}
+
+fn decode_image_block(obj: &Object, path: &str) -> Result<ContentBlock, GatewayError> {
+    only_keys(obj, path, &["type", "source", "cache_control"])?;
+    let source_path = format!("{path}.source");
+    let source = object(required(obj, "source", path)?, &source_path)?;
+    let type_path = format!("{source_path}.type");
+    let source = match string(required(source, "type", &source_path)?, &type_path)? {
+        "base64" => {
+            only_keys(source, &source_path, &["type", "media_type", "data"])?;
+            ImageSource::Base64 {
+                media_type: string(
+                    required(source, "media_type", &source_path)?,
+                    &format!("{source_path}.media_type"),
+                )?
+                .to_owned(),
+                data: string(
+                    required(source, "data", &source_path)?,
+                    &format!("{source_path}.data"),
+                )?
+                .to_owned(),
+            }
+        }
+        "url" => {
+            only_keys(source, &source_path, &["type", "url"])?;
+            ImageSource::Url {
+                url: string(
+                    required(source, "url", &source_path)?,
+                    &format!("{source_path}.url"),
+                )?
+                .to_owned(),
+            }
+        }
+        other => {
+            return Err(invalid(
+                &type_path,
+                format!(
+                    "image source type '{other}' is not supported by this gateway (base64 and url are)"
+                ),
+            ));
+        }
+    };
+    Ok(ContentBlock::Image { source })
+}
+
+fn decode_system(val: &Value) -> Result<Vec<String>, GatewayError> {
+    match val {
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(blocks) => blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let path = format!("system.{i}");
+                let obj = object(block, &path)?;
+                let type_path = format!("{path}.type");
+                if string(required(obj, "type", &path)?, &type_path)? != "text" {
+                    return Err(invalid(&type_path, "Input should be 'text'"));
+                }
+                match decode_text_block(obj, &path)? {
+                    ContentBlock::Text { text } => Ok(text),
+                    _ => Err(invalid(&path, "Input should be a text block")),
+                }
+            })
+            .collect(),
+        _ => Err(invalid(
+            "system",
+            "Input should be a valid string or a list of text blocks",
+        )),
+    }
+}
+
+fn decode_tools(val: &Value) -> Result<Vec<Tool>, GatewayError> {
+    array(val, "tools")?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let path = format!("tools.{i}");
+            let obj = object(item, &path)?;
+            match obj.get("type") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(t)) if t == "custom" => {}
+                Some(Value::String(t)) => {
+                    return Err(invalid(
+                        &format!("{path}.type"),
+                        format!(
+                            "server tool '{t}' is not supported by this gateway; only custom tools (name, description, input_schema) are"
+                        ),
+                    ));
+                }
+                Some(_) => return Err(invalid(&format!("{path}.type"), "Input should be 'custom'")),
+            }
+            for key in ["strict", "defer_loading", "input_examples", "allowed_callers"] {
+                if obj.get(key).is_some_and(|v| !is_trivial(v)) {
+                    return Err(unsupported(&format!("{path}.{key}"), &format!("tool `{key}`")));
+                }
+            }
+            only_keys(
+                obj,
+                &path,
+                &[
+                    "type",
+                    "name",
+                    "description",
+                    "input_schema",
+                    "cache_control",
+                    "eager_input_streaming",
+                    "strict",
+                    "defer_loading",
+                    "input_examples",
+                    "allowed_callers",
+                ],
+            )?;
+            let name = string(required(obj, "name", &path)?, &format!("{path}.name"))?;
+            let description = match obj.get("description") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(string(v, &format!("{path}.description"))?.to_owned()),
+            };
+            let schema = required(obj, "input_schema", &path)?;
+            object(schema, &format!("{path}.input_schema"))?;
+            Ok(Tool {
+                name: name.to_owned(),
+                description,
+                parameters: schema.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The choice, and `parallel_tool_calls` (`Some(false)` when parallel use is disabled).
+fn decode_tool_choice(val: &Value) -> Result<(ToolChoice, Option<bool>), GatewayError> {
+    let path = "tool_choice";
+    let obj = object(val, path)?;
+    let kind = string(required(obj, "type", path)?, "tool_choice.type")?;
+    let allowed: &[&str] = match kind {
+        "auto" | "any" => &["type", "disable_parallel_tool_use"],
+        "tool" => &["type", "name", "disable_parallel_tool_use"],
+        "none" => &["type"],
+        other => {
+            return Err(invalid(
+                "tool_choice.type",
+                format!("Input should be 'auto', 'any', 'tool' or 'none', got '{other}'"),
+            ));
+        }
+    };
+    only_keys(obj, path, allowed)?;
+    let disable = match obj.get("disable_parallel_tool_use") {
+        None | Some(Value::Null) => false,
+        Some(v) => boolean(v, "tool_choice.disable_parallel_tool_use")?,
+    };
+    let choice = match kind {
+        "auto" => ToolChoice::Auto,
+        "any" => ToolChoice::Required,
+        "none" => ToolChoice::None,
+        _ => ToolChoice::Tool {
+            name: string(required(obj, "name", path)?, "tool_choice.name")?.to_owned(),
+        },
+    };
+    Ok((choice, disable.then_some(false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_core::ErrorKind;
+    use serde_json::json;
+
+    fn decode(v: Value) -> Result<ChatRequest, GatewayError> {
+        decode_request(&serde_json::to_vec(&v).unwrap())
+    }
+
+    fn decode_err(v: Value) -> GatewayError {
+        let err = decode(v).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
+        assert_eq!(err.status_code(), 400);
+        err
+    }
+
+    fn minimal() -> Value {
+        json!({"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut v = minimal();
+        v[key] = value;
+        v
+    }
+
+    #[test]
+    fn sdk_style_request_decodes_fully() {
+        let req = decode(json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 1024,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Look:"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Calling."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "42"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+                     "content": [{"type": "text", "text": "boom"}]}
+                ]}
+            ],
+            "tools": [{"type": "custom", "name": "f", "description": "F", "input_schema": {"type": "object"},
+                       "cache_control": {"type": "ephemeral"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "stop_sequences": ["END"],
+            "temperature": 0.2,
+            "top_p": 0.8,
+            "top_k": 5,
+            "metadata": {"user_id": "u1"},
+            "service_tier": "auto",
+            "thinking": {"type": "disabled"},
+            "stream": true
+        }))
+        .unwrap();
+        assert_eq!(
+            req,
+            ChatRequest {
+                model: "claude-sonnet-4-5".into(),
+                system: vec!["Be brief.".into()],
+                messages: vec![
+                    Message {
+                        role: Role::User,
+                        content: vec![
+                            ContentBlock::Text {
+                                text: "Look:".into()
+                            },
+                            ContentBlock::Image {
+                                source: ImageSource::Base64 {
+                                    media_type: "image/png".into(),
+                                    data: "iVBOR".into()
+                                }
+                            },
+                            ContentBlock::Image {
+                                source: ImageSource::Url {
+                                    url: "https://x/y.png".into()
+                                }
+                            },
+                        ],
+                    },
+                    Message {
+                        role: Role::Assistant,
+                        content: vec![
+                            ContentBlock::Text {
+                                text: "Calling.".into()
+                            },
+                            ContentBlock::ToolUse {
+                                id: "toolu_1".into(),
+                                name: "f".into(),
+                                input: json!({"a": 1})
+                            },
+                        ],
+                    },
+                    Message {
+                        role: Role::User,
+                        content: vec![
+                            ContentBlock::ToolResult {
+                                tool_use_id: "toolu_1".into(),
+                                content: vec![ContentBlock::Text { text: "42".into() }],
+                                is_error: false,
+                            },
+                            ContentBlock::ToolResult {
+                                tool_use_id: "toolu_2".into(),
+                                content: vec![ContentBlock::Text {
+                                    text: "boom".into()
+                                }],
+                                is_error: true,
+                            },
+                        ],
+                    },
+                ],
+                tools: vec![Tool {
+                    name: "f".into(),
+                    description: Some("F".into()),
+                    parameters: json!({"type": "object"}),
+                }],
+                tool_choice: Some(ToolChoice::Required),
+                parallel_tool_calls: Some(false),
+                max_tokens: Some(1024),
+                temperature: Some(0.2),
+                top_p: Some(0.8),
+                top_k: Some(5),
+                stop: vec!["END".into()],
+                user: Some("u1".into()),
+                stream: true,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn string_system_and_content_are_shorthand_for_text() {
+        let req = decode(with("system", json!("You are terse."))).unwrap();
+        assert_eq!(req.system, vec!["You are terse.".to_string()]);
+        assert_eq!(req.messages, vec![Message::user_text("hi")]);
+        assert!(!req.stream);
+        assert_eq!(req.max_tokens, Some(100));
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for field in ["model", "max_tokens", "messages"] {
+            let mut v = minimal();
+            v.as_object_mut().unwrap().remove(field);
+            let err = decode_err(v);
+            assert_eq!(err.param.as_deref(), Some(field));
+            assert_eq!(err.message, format!("{field}: Field required"));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_like_anthropic_does() {
+        let err = decode_err(with("frequency_penalty", json!(0.5)));
+        assert_eq!(
+            err.message,
+            "frequency_penalty: Extra inputs are not permitted"
+        );
+        assert_eq!(err.param.as_deref(), Some("frequency_penalty"));
+
+        let err = decode_err(with(
+            "messages",
+            json!([{"role": "user", "content": "hi", "name": "bob"}]),
+        ));
+        assert_eq!(
+            err.message,
+            "messages.0.name: Extra inputs are not permitted"
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_named() {
+        let cases = [
+            (
+                "thinking",
+                json!({"type": "enabled", "budget_tokens": 2048}),
+                "thinking",
+            ),
+            ("container", json!("container_1"), "container"),
+            (
+                "mcp_servers",
+                json!([{"type": "url", "url": "https://m", "name": "m"}]),
+                "mcp_servers",
+            ),
+            ("service_tier", json!("priority"), "service_tier"),
+            ("output_config", json!({"effort": "high"}), "output_config"),
+            ("speed", json!("fast"), "speed"),
+            (
+                "diagnostics",
+                json!({"previous_message_id": "msg_1"}),
+                "diagnostics",
+            ),
+            ("thinking", json!({"type": "adaptive"}), "thinking"),
+        ];
+        for (key, value, param) in cases {
+            let err = decode_err(with(key, value));
+            assert_eq!(err.param.as_deref(), Some(param), "{key}");
+            assert!(
+                err.message.starts_with(&format!("{param}: ")),
+                "{}",
+                err.message
+            );
+        }
+        // Asking for nothing is fine.
+        decode(with("mcp_servers", json!([]))).unwrap();
+        decode(with("container", Value::Null)).unwrap();
+        decode(with("speed", json!("standard"))).unwrap();
+    }
+
+    #[test]
+    fn bad_blocks_get_helpful_paths() {
+        let cases = [
+            (
+                json!([{"role": "user", "content": [{"type": "document", "source": {}}]}]),
+                "messages.0.content.0",
+                "document",
+            ),
+            (
+                json!([{"role": "user", "content": 5}]),
+                "messages.0.content",
+                "string",
+            ),
+            (
+                json!([{"role": "system", "content": "x"}]),
+                "messages.0.role",
+                "'user' or 'assistant'",
+            ),
+            (
+                json!([{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "text"}]}]),
+                "messages.1.content.0.text",
+                "Field required",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]),
+                "messages.0.content.0.source.type",
+                "file",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "f", "input": {}}]}]),
+                "messages.0.content.0",
+                "assistant",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "thinking", "thinking": "x", "signature": "s"}]}]),
+                "messages.0.content.0",
+                "thinking",
+            ),
+            (json!([]), "messages", "at least one"),
+            (json!("hi"), "messages", "list"),
+        ];
+        for (messages, param, needle) in cases {
+            let err = decode_err(with("messages", messages));
+            assert_eq!(err.param.as_deref(), Some(param), "{}", err.message);
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn server_tools_and_bad_tool_choice_are_rejected() {
+        let err = decode_err(with(
+            "tools",
+            json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]),
+        ));
+        assert_eq!(err.param.as_deref(), Some("tools.0.type"));
+        assert!(
+            err.message.contains("web_search_20250305"),
+            "{}",
+            err.message
+        );
+
+        let err = decode_err(with("tools", json!([{"name": "f"}])));
+        assert_eq!(err.param.as_deref(), Some("tools.0.input_schema"));
+
+        let err = decode_err(with("tool_choice", json!({"type": "tool"})));
+        assert_eq!(err.param.as_deref(), Some("tool_choice.name"));
+
+        let err = decode_err(with("tool_choice", json!({"type": "required"})));
+        assert_eq!(err.param.as_deref(), Some("tool_choice.type"));
+
+        let req = decode(with(
+            "tool_choice",
+            json!({"type": "tool", "name": "f", "disable_parallel_tool_use": false}),
+        ))
+        .unwrap();
+        assert_eq!(req.tool_choice, Some(ToolChoice::Tool { name: "f".into() }));
+        assert_eq!(req.parallel_tool_calls, None);
+    }
+
+    #[test]
+    fn wrong_types_and_malformed_bodies_are_400s() {
+        let err = decode_err(with("max_tokens", json!(-1)));
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+        let err = decode_err(with("temperature", json!("hot")));
+        assert_eq!(err.param.as_deref(), Some("temperature"));
+        let err = decode_err(with("stop_sequences", json!(["a", 1])));
+        assert_eq!(err.param.as_deref(), Some("stop_sequences.1"));
+        let err = decode_err(with("metadata", json!({"user_id": "u", "x": 1})));
+        assert_eq!(err.param.as_deref(), Some("metadata.x"));
+
+        for body in [&b"{"[..], b"[]", b"null", b"", b"\xff\xfe"] {
+            let err = decode_request(body).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidRequest);
+        }
+    }
 }

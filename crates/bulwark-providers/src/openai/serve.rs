@@ -1,32 +1,272 @@
-//! Speaking the OpenAI Chat Completions API (ingress and mock). Stub: to be written.
+//! Speaking the OpenAI Chat Completions API (Bulwark's OpenAI ingress, and the mock
+//! provider): neutral response → `chat.completion`, neutral events →
+//! `chat.completion.chunk` SSE frames ending with `data: [DONE]`, gateway errors →
+//! `{"error": {...}}`. Request decoding lives in `serve_request.rs`.
+//!
+//! Shapes follow what the official `openai` Python SDK (v1.x/v2.x) parses:
+//! `ChatCompletion`, `ChatCompletionChunk` and the SSE loop in `openai/_streaming.py`
+//! (which stops at `[DONE]` and raises `APIError` on a data line holding `error`).
 
-use bulwark_core::{ChatRequest, ChatResponse, GatewayError, SseFrame, StreamEvent};
+use bulwark_core::{
+    ChatResponse, ContentBlock, ErrorKind, GatewayError, SseFrame, StopReason, StreamEvent, Usage,
+};
+use serde_json::Value;
 
-/// Decodes a `POST /v1/chat/completions` body. Unknown fields and unsupported values
-/// are a 400 naming the field (`param`).
-pub fn decode_request(_body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    Err(GatewayError::invalid("stub"))
-}
+use super::client::arguments_string;
+use super::wire::{
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, CompletionUsage, Delta, ErrorBody,
+    ErrorDetail, FunctionCall, FunctionCallDelta, PromptTokensDetails, ResponseMessage, ToolCall,
+    ToolCallDelta,
+};
+
+pub use super::serve_request::decode_request;
 
 /// Encodes a `chat.completion` object. `id` is the full id (`chatcmpl-…`),
 /// `created` the Unix time in seconds.
-pub fn encode_response(_resp: &ChatResponse, _id: &str, _created: u64) -> Vec<u8> {
-    Vec::new()
+pub fn encode_response(resp: &ChatResponse, id: &str, created: u64) -> Vec<u8> {
+    let mut text: Option<String> = None;
+    let mut tool_calls = Vec::new();
+    for block in &resp.content {
+        match block {
+            ContentBlock::Text { text: piece } => {
+                text.get_or_insert_with(String::new).push_str(piece)
+            }
+            ContentBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
+                id: id.clone().into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.clone().into(),
+                    arguments: arguments_string(input).into(),
+                },
+            }),
+            // A response holds only text and tool calls; anything else has no place here.
+            ContentBlock::Image { .. } | ContentBlock::ToolResult { .. } => {}
+        }
+    }
+    // A refusal is the model's refusal message, which OpenAI reports in `refusal`
+    // (content `null`) with finish_reason `stop`.
+    let (content, refusal) = if resp.stop_reason == StopReason::Refusal {
+        (None, text)
+    } else {
+        (text, None)
+    };
+    let completion = ChatCompletion {
+        id: id.to_string(),
+        object: "chat.completion".to_string(),
+        created,
+        model: resp.model.clone(),
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: "assistant".to_string(),
+                content: content.map(Value::String),
+                refusal,
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+            },
+            logprobs: None,
+            finish_reason: Some(finish_reason(resp.stop_reason).to_string()),
+        }],
+        usage: Some(usage_to_wire(&resp.usage)),
+    };
+    to_json(&completion)
+}
+
+/// OpenAI's `finish_reason` for a neutral stop reason.
+pub(crate) fn finish_reason(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::MaxTokens => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::ContentFilter => "content_filter",
+        StopReason::EndTurn
+        | StopReason::StopSequence
+        | StopReason::Refusal
+        | StopReason::Other => "stop",
+    }
+}
+
+fn usage_to_wire(usage: &Usage) -> CompletionUsage {
+    CompletionUsage {
+        prompt_tokens: usage.input_tokens,
+        completion_tokens: usage.output_tokens,
+        total_tokens: usage.total(),
+        prompt_tokens_details: usage
+            .cache_read_input_tokens
+            .map(|cached| PromptTokensDetails {
+                cached_tokens: Some(cached),
+            }),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; an empty object keeps the types honest.
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// Encodes neutral events as `chat.completion.chunk` SSE frames, ending with `[DONE]`.
-pub struct StreamEncoder;
+pub struct StreamEncoder {
+    id: String,
+    created: u64,
+    include_usage: bool,
+    model: String,
+    /// `[DONE]` or an in-band error went out; later events are dropped.
+    ended: bool,
+}
 
 impl StreamEncoder {
-    pub fn new(_id: String, _created: u64, _include_usage: bool) -> Self {
-        StreamEncoder
+    pub fn new(id: String, created: u64, include_usage: bool) -> Self {
+        StreamEncoder {
+            id,
+            created,
+            include_usage,
+            model: String::new(),
+            ended: false,
+        }
     }
-    pub fn encode(&mut self, _event: &StreamEvent, _out: &mut Vec<SseFrame>) {}
+
+    pub fn encode(&mut self, event: &StreamEvent, out: &mut Vec<SseFrame>) {
+        if self.ended {
+            return;
+        }
+        match event {
+            StreamEvent::Start { model, .. } => {
+                self.model.clone_from(model);
+                let delta = Delta {
+                    role: Some("assistant".to_string()),
+                    content: Some(String::new()),
+                    ..Delta::default()
+                };
+                out.push(self.choice_chunk(delta, None));
+            }
+            StreamEvent::TextDelta { text } => {
+                if text.is_empty() {
+                    return;
+                }
+                let delta = Delta {
+                    content: Some(text.clone()),
+                    ..Delta::default()
+                };
+                out.push(self.choice_chunk(delta, None));
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                let call = ToolCallDelta {
+                    index: Some(*index),
+                    id: Some(id.clone()),
+                    kind: Some("function".to_string()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(name.clone()),
+                        arguments: Some(String::new()),
+                    }),
+                };
+                out.push(self.tool_chunk(call));
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                let call = ToolCallDelta {
+                    index: Some(*index),
+                    id: None,
+                    kind: None,
+                    function: Some(FunctionCallDelta {
+                        name: None,
+                        arguments: Some(arguments.clone()),
+                    }),
+                };
+                out.push(self.tool_chunk(call));
+            }
+            StreamEvent::Finish {
+                stop_reason, usage, ..
+            } => {
+                out.push(self.choice_chunk(Delta::default(), Some(finish_reason(*stop_reason))));
+                if self.include_usage {
+                    let chunk = self.chunk(Vec::new(), Some(Some(usage_to_wire(usage))));
+                    out.push(SseFrame::data(String::from_utf8_lossy(&to_json(&chunk))));
+                }
+                out.push(SseFrame::data("[DONE]"));
+                self.ended = true;
+            }
+        }
+    }
+
     /// A failure after the stream began: an in-band error chunk, and no `[DONE]`.
-    pub fn encode_error(&mut self, _err: &GatewayError, _out: &mut Vec<SseFrame>) {}
+    pub fn encode_error(&mut self, err: &GatewayError, out: &mut Vec<SseFrame>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        out.push(SseFrame::data(String::from_utf8_lossy(&error_body(err))));
+    }
+
+    fn chunk(
+        &self,
+        choices: Vec<ChunkChoice>,
+        usage: Option<Option<CompletionUsage>>,
+    ) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_string(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
+    }
+
+    fn choice_chunk(&self, delta: Delta, finish_reason: Option<&str>) -> SseFrame {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish_reason.map(str::to_string),
+        };
+        // With include_usage on, OpenAI sends `"usage": null` on every chunk but the last.
+        let usage = self.include_usage.then_some(None);
+        let chunk = self.chunk(vec![choice], usage);
+        SseFrame::data(String::from_utf8_lossy(&to_json(&chunk)))
+    }
+
+    fn tool_chunk(&self, call: ToolCallDelta) -> SseFrame {
+        let delta = Delta {
+            tool_calls: Some(vec![call]),
+            ..Delta::default()
+        };
+        self.choice_chunk(delta, None)
+    }
 }
 
-/// `{"error": {"message", "type", "param", "code"}}`
-pub fn error_body(_err: &GatewayError) -> Vec<u8> {
-    Vec::new()
+/// `{"error": {"message", "type", "param", "code"}}`, with the `type` OpenAI uses
+/// for the status (`invalid_request_error` for 400/401/404, `insufficient_quota` or
+/// `rate_limit_error` for 429, `server_error` for 5xx).
+pub fn error_body(err: &GatewayError) -> Vec<u8> {
+    let quota = matches!(
+        err.code.as_deref(),
+        Some("insufficient_quota" | "credit_balance_exhausted" | "billing_hard_limit_reached")
+    );
+    let kind = match err.kind {
+        // OpenAI answers a bad or missing API key with `invalid_request_error` too
+        // (code `invalid_api_key`), not a separate authentication type.
+        ErrorKind::InvalidRequest
+        | ErrorKind::Authentication
+        | ErrorKind::NotFound
+        | ErrorKind::RequestTooLarge
+        | ErrorKind::Unprocessable => "invalid_request_error",
+        ErrorKind::PermissionDenied => "permission_error",
+        ErrorKind::RateLimited if quota => "insufficient_quota",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Internal | ErrorKind::BadGateway => "server_error",
+        ErrorKind::Unavailable => "service_unavailable_error",
+        ErrorKind::Timeout => "timeout",
+    };
+    let code = err.code.clone().or_else(|| {
+        (err.kind == ErrorKind::RateLimited).then(|| "rate_limit_exceeded".to_string())
+    });
+    to_json(&ErrorBody {
+        error: ErrorDetail {
+            message: err.message.clone(),
+            kind: kind.to_string(),
+            param: err.param.clone(),
+            code,
+        },
+    })
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

@@ -1,0 +1,671 @@
+//! Writing Anthropic Messages responses (ingress and mock): the `message` object,
+//! the streamed event sequence, and error bodies, in the shapes the official
+//! `anthropic` SDK parses. Re-exported through `serve.rs`.
+
+use std::collections::HashMap;
+
+use bulwark_core::{
+    ChatResponse, ContentBlock, ErrorKind, GatewayError, SseFrame, StopReason, StreamEvent, Usage,
+};
+use serde_json::Value;
+
+use super::wire::{
+    BlockDelta, DeltaUsage, ErrorBody, MessageDeltaBody, MessageResponse, ResponseBlock,
+    StreamEventWire, UsageWire,
+};
+
+/// Encodes a `message` object with the given id (`msg_…`).
+pub fn encode_response(resp: &ChatResponse, id: &str) -> Vec<u8> {
+    let content = resp
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            ContentBlock::Text { text } if text.is_empty() => None,
+            ContentBlock::Text { text } => Some(ResponseBlock::Text { text: text.clone() }),
+            ContentBlock::ToolUse { id, name, input } => Some(ResponseBlock::ToolUse {
+                id: id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+            }),
+            // An assistant answer carries no images or tool results.
+            ContentBlock::Image { .. } | ContentBlock::ToolResult { .. } => None,
+        })
+        .collect();
+    let message = MessageResponse {
+        id: id.to_owned(),
+        kind: "message".into(),
+        role: "assistant".into(),
+        model: resp.model.clone(),
+        content,
+        stop_reason: Some(stop_reason_to_wire(resp.stop_reason).to_owned()),
+        stop_sequence: resp.stop_sequence.clone(),
+        usage: usage_to_wire(&resp.usage),
+    };
+    to_json(&message).into_bytes()
+}
+
+/// Neutral stop reason → Anthropic's. Filters from other providers read as a
+/// refusal; anything unnamed as a plain end of turn.
+fn stop_reason_to_wire(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn | StopReason::Other => "end_turn",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::ToolUse => "tool_use",
+        StopReason::ContentFilter | StopReason::Refusal => "refusal",
+    }
+}
+
+fn usage_to_wire(usage: &Usage) -> UsageWire {
+    UsageWire {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        cache_read_input_tokens: usage.cache_read_input_tokens,
+    }
+}
+
+/// What the currently open content block is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenBlock {
+    Text,
+    Tool,
+}
+
+/// Encodes neutral events as the Messages streaming event sequence:
+/// `message_start`, then per content block `content_block_start` /
+/// `content_block_delta`… / `content_block_stop` (indexes from 0 across all
+/// blocks, one block open at a time), then `message_delta` and `message_stop`.
+/// Every frame's SSE `event:` name equals its JSON `type`.
+pub struct StreamEncoder {
+    id: String,
+    started: bool,
+    /// Set after `message_stop` or an error: nothing more is written.
+    done: bool,
+    next_block: u32,
+    open: Option<(u32, OpenBlock)>,
+    /// Neutral tool-call index → its content block index.
+    tool_blocks: HashMap<u32, u32>,
+}
+
+impl StreamEncoder {
+    pub fn new(id: String) -> Self {
+        StreamEncoder {
+            id,
+            started: false,
+            done: false,
+            next_block: 0,
+            open: None,
+            tool_blocks: HashMap::new(),
+        }
+    }
+
+    pub fn encode(&mut self, event: &StreamEvent, out: &mut Vec<SseFrame>) {
+        if self.done {
+            return;
+        }
+        if let StreamEvent::Start { model, .. } = event {
+            if !self.started {
+                self.start(model, out);
+            }
+            return;
+        }
+        // Robust to a missing Start: the SDK cannot parse anything before message_start.
+        if !self.started {
+            self.start("", out);
+        }
+        match event {
+            StreamEvent::Start { .. } => {}
+            StreamEvent::TextDelta { text } => {
+                if text.is_empty() {
+                    return;
+                }
+                let index = match self.open {
+                    Some((index, OpenBlock::Text)) => index,
+                    _ => self.open_block(
+                        OpenBlock::Text,
+                        ResponseBlock::Text {
+                            text: String::new(),
+                        },
+                        out,
+                    ),
+                };
+                push(
+                    out,
+                    &StreamEventWire::ContentBlockDelta {
+                        index,
+                        delta: BlockDelta::TextDelta { text: text.clone() },
+                    },
+                );
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                let block = self.open_block(
+                    OpenBlock::Tool,
+                    ResponseBlock::ToolUse {
+                        id: id.clone(),
+                        name: name.clone(),
+                        input: Value::Object(Default::default()),
+                    },
+                    out,
+                );
+                self.tool_blocks.insert(*index, block);
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if arguments.is_empty() {
+                    return;
+                }
+                // Normally the open block. Upstreams that interleave parallel calls
+                // get the delta addressed to the call's own (earlier) block, which
+                // the SDK accumulates by index.
+                let Some(&block) = self.tool_blocks.get(index) else {
+                    tracing::warn!(index, "tool-call delta before its start; dropped");
+                    return;
+                };
+                push(
+                    out,
+                    &StreamEventWire::ContentBlockDelta {
+                        index: block,
+                        delta: BlockDelta::InputJsonDelta {
+                            partial_json: arguments.clone(),
+                        },
+                    },
+                );
+            }
+            StreamEvent::Finish {
+                stop_reason,
+                stop_sequence,
+                usage,
+            } => {
+                self.close_block(out);
+                push(
+                    out,
+                    &StreamEventWire::MessageDelta {
+                        delta: MessageDeltaBody {
+                            stop_reason: Some(stop_reason_to_wire(*stop_reason).to_owned()),
+                            stop_sequence: stop_sequence.clone(),
+                        },
+                        usage: DeltaUsage {
+                            output_tokens: usage.output_tokens,
+                            input_tokens: Some(usage.input_tokens),
+                            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                            cache_read_input_tokens: usage.cache_read_input_tokens,
+                        },
+                    },
+                );
+                push(out, &StreamEventWire::MessageStop);
+                self.done = true;
+            }
+        }
+    }
+
+    /// A failure after the stream began: `event: error`, and no `message_stop`.
+    pub fn encode_error(&mut self, err: &GatewayError, out: &mut Vec<SseFrame>) {
+        if self.done {
+            return;
+        }
+        push(
+            out,
+            &StreamEventWire::Error {
+                error: super::wire::ErrorObject {
+                    kind: error_type(err.kind).to_owned(),
+                    message: error_message(err),
+                },
+            },
+        );
+        self.done = true;
+    }
+
+    fn start(&mut self, model: &str, out: &mut Vec<SseFrame>) {
+        self.started = true;
+        // Usage is only known at the end; it is sent in full in message_delta.
+        push(
+            out,
+            &StreamEventWire::MessageStart {
+                message: MessageResponse {
+                    id: self.id.clone(),
+                    kind: "message".into(),
+                    role: "assistant".into(),
+                    model: model.to_owned(),
+                    content: Vec::new(),
+                    stop_reason: None,
+                    stop_sequence: None,
+                    usage: UsageWire::default(),
+                },
+            },
+        );
+    }
+
+    /// Closes the open block, starts a new one, returns its index.
+    fn open_block(
+        &mut self,
+        kind: OpenBlock,
+        content_block: ResponseBlock,
+        out: &mut Vec<SseFrame>,
+    ) -> u32 {
+        self.close_block(out);
+        let index = self.next_block;
+        self.next_block += 1;
+        push(
+            out,
+            &StreamEventWire::ContentBlockStart {
+                index,
+                content_block,
+            },
+        );
+        self.open = Some((index, kind));
+        index
+    }
+
+    fn close_block(&mut self, out: &mut Vec<SseFrame>) {
+        if let Some((index, _)) = self.open.take() {
+            push(out, &StreamEventWire::ContentBlockStop { index });
+        }
+    }
+}
+
+fn push(out: &mut Vec<SseFrame>, event: &StreamEventWire) {
+    out.push(SseFrame::named(event.name(), to_json(event)));
+}
+
+/// `{"type": "error", "error": {"type", "message"}}`
+pub fn error_body(err: &GatewayError) -> Vec<u8> {
+    to_json(&ErrorBody::new(error_type(err.kind), error_message(err))).into_bytes()
+}
+
+/// The Anthropic error type for a caller-facing error kind.
+fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest | ErrorKind::Unprocessable => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::PermissionDenied => "permission_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::RequestTooLarge => "request_too_large",
+        ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::Internal | ErrorKind::BadGateway => "api_error",
+        ErrorKind::Unavailable => "overloaded_error",
+        ErrorKind::Timeout => "timeout_error",
+    }
+}
+
+/// Anthropic puts the field path in the message (`messages.0.content: …`).
+fn error_message(err: &GatewayError) -> String {
+    match &err.param {
+        Some(param) if !err.message.starts_with(param.as_str()) => {
+            format!("{param}: {}", err.message)
+        }
+        _ => err.message.clone(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // These types hold only strings, numbers and JSON values: serialization cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not serialize an anthropic wire value");
+        String::from("{}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Adapter;
+    use crate::StreamDecoder;
+    use crate::anthropic::client_stream::AnthropicStreamDecoder;
+    use crate::anthropic::{AnthropicAdapter, DEFAULT_MAX_TOKENS};
+    use serde_json::json;
+
+    fn usage() -> Usage {
+        Usage {
+            input_tokens: 12,
+            output_tokens: 34,
+            cache_read_input_tokens: Some(5),
+            cache_creation_input_tokens: None,
+        }
+    }
+
+    fn text_then_two_tools() -> Vec<StreamEvent> {
+        vec![
+            StreamEvent::Start {
+                id: "upstream-id".into(),
+                model: "claude-sonnet-4-5".into(),
+            },
+            StreamEvent::TextDelta {
+                text: "Let me ".into(),
+            },
+            StreamEvent::TextDelta {
+                text: "check.".into(),
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "toolu_a".into(),
+                name: "get_weather".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"city\":".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "\"Paris\"}".into(),
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "toolu_b".into(),
+                name: "get_time".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 1,
+                arguments: "{}".into(),
+            },
+            StreamEvent::Finish {
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: None,
+                usage: usage(),
+            },
+        ]
+    }
+
+    fn encode_all(events: &[StreamEvent]) -> Vec<SseFrame> {
+        let mut encoder = StreamEncoder::new("msg_bulwark".into());
+        let mut frames = Vec::new();
+        for event in events {
+            encoder.encode(event, &mut frames);
+        }
+        frames
+    }
+
+    #[test]
+    fn text_then_two_tool_calls_produce_the_exact_event_sequence() {
+        let frames = encode_all(&text_then_two_tools());
+        let got: Vec<(&str, Value)> = frames
+            .iter()
+            .map(|f| (f.event.unwrap(), serde_json::from_str(&f.data).unwrap()))
+            .collect();
+        let expected = vec![
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {
+                    "id": "msg_bulwark", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5", "content": [],
+                    "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0}
+                }}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "Let me "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": "check."}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 2,
+                "content_block": {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 2,
+                "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 2}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 34, "input_tokens": 12, "cache_read_input_tokens": 5}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ];
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g, e, "frame {i}");
+        }
+        assert!(
+            frames[0]
+                .to_wire()
+                .starts_with("event: message_start\ndata: {")
+        );
+    }
+
+    #[test]
+    fn encoded_stream_decodes_back_to_the_same_events() {
+        let events = text_then_two_tools();
+        let frames = encode_all(&events);
+        let mut decoder = AnthropicStreamDecoder::default();
+        let mut back = Vec::new();
+        for frame in &frames {
+            decoder.feed(frame.event, &frame.data, &mut back).unwrap();
+        }
+        decoder.finish(&mut back).unwrap();
+        // The id is the encoder's own; everything else survives unchanged.
+        let mut expected = events;
+        expected[0] = StreamEvent::Start {
+            id: "msg_bulwark".into(),
+            model: "claude-sonnet-4-5".into(),
+        };
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn finish_without_content_and_content_filter_read_as_refusal() {
+        let frames = encode_all(&[
+            StreamEvent::Start {
+                id: "x".into(),
+                model: "gemini-2.5".into(),
+            },
+            StreamEvent::Finish {
+                stop_reason: StopReason::ContentFilter,
+                stop_sequence: None,
+                usage: Usage::default(),
+            },
+        ]);
+        let names: Vec<_> = frames.iter().map(|f| f.event.unwrap()).collect();
+        assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
+        let delta: Value = serde_json::from_str(&frames[1].data).unwrap();
+        assert_eq!(delta["delta"]["stop_reason"], "refusal");
+    }
+
+    #[test]
+    fn error_mid_stream_is_an_error_event_without_message_stop() {
+        let mut encoder = StreamEncoder::new("msg_1".into());
+        let mut frames = Vec::new();
+        for event in &text_then_two_tools()[..3] {
+            encoder.encode(event, &mut frames);
+        }
+        let err = GatewayError::new(ErrorKind::Unavailable, "upstream overloaded");
+        encoder.encode_error(&err, &mut frames);
+        encoder.encode(
+            &StreamEvent::Finish {
+                stop_reason: StopReason::EndTurn,
+                stop_sequence: None,
+                usage: Usage::default(),
+            },
+            &mut frames,
+        );
+        let last = frames.last().unwrap();
+        assert_eq!(last.event, Some("error"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&last.data).unwrap(),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "upstream overloaded"}})
+        );
+        assert!(frames.iter().all(|f| f.event != Some("message_stop")));
+        assert!(frames.iter().all(|f| f.event != Some("content_block_stop")));
+
+        // The client decoder turns it back into a classified failure.
+        let mut decoder = AnthropicStreamDecoder::default();
+        let mut back = Vec::new();
+        let mut result = Ok(());
+        for frame in &frames {
+            result = decoder.feed(frame.event, &frame.data, &mut back);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            result.unwrap_err().class,
+            bulwark_core::ErrorClass::Transient
+        );
+    }
+
+    #[test]
+    fn response_round_trips_through_the_client_decoder() {
+        let resp = ChatResponse {
+            id: "upstream".into(),
+            model: "gpt-4o".into(),
+            content: vec![
+                ContentBlock::Text {
+                    text: "Sure.".into(),
+                },
+                ContentBlock::ToolUse {
+                    id: "call_1".into(),
+                    name: "f".into(),
+                    input: json!({"x": [1, 2]}),
+                },
+            ],
+            stop_reason: StopReason::ToolUse,
+            stop_sequence: None,
+            usage: usage(),
+        };
+        let body = encode_response(&resp, "msg_abc");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "id": "msg_abc", "type": "message", "role": "assistant", "model": "gpt-4o",
+                "content": [
+                    {"type": "text", "text": "Sure."},
+                    {"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": [1, 2]}}
+                ],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 34, "cache_read_input_tokens": 5}
+            })
+        );
+        let back = AnthropicAdapter::new(DEFAULT_MAX_TOKENS)
+            .decode_response(&body)
+            .unwrap();
+        assert_eq!(
+            back,
+            ChatResponse {
+                id: "msg_abc".into(),
+                ..resp
+            }
+        );
+    }
+
+    #[test]
+    fn stop_reasons_encode_to_anthropic_values() {
+        let cases = [
+            (StopReason::EndTurn, "end_turn"),
+            (StopReason::Other, "end_turn"),
+            (StopReason::MaxTokens, "max_tokens"),
+            (StopReason::StopSequence, "stop_sequence"),
+            (StopReason::ToolUse, "tool_use"),
+            (StopReason::ContentFilter, "refusal"),
+            (StopReason::Refusal, "refusal"),
+        ];
+        for (neutral, wire) in cases {
+            assert_eq!(stop_reason_to_wire(neutral), wire);
+        }
+    }
+
+    #[test]
+    fn error_bodies_use_anthropic_types() {
+        let cases = [
+            (ErrorKind::InvalidRequest, 400, "invalid_request_error"),
+            (ErrorKind::Authentication, 401, "authentication_error"),
+            (ErrorKind::PermissionDenied, 403, "permission_error"),
+            (ErrorKind::NotFound, 404, "not_found_error"),
+            (ErrorKind::RequestTooLarge, 413, "request_too_large"),
+            (ErrorKind::Unprocessable, 422, "invalid_request_error"),
+            (ErrorKind::RateLimited, 429, "rate_limit_error"),
+            (ErrorKind::Internal, 500, "api_error"),
+            (ErrorKind::BadGateway, 502, "api_error"),
+            (ErrorKind::Unavailable, 503, "overloaded_error"),
+            (ErrorKind::Timeout, 504, "timeout_error"),
+        ];
+        for (kind, status, wire) in cases {
+            let err = GatewayError::new(kind, "nope");
+            assert_eq!(err.status_code(), status);
+            let v: Value = serde_json::from_slice(&error_body(&err)).unwrap();
+            assert_eq!(
+                v,
+                json!({"type": "error", "error": {"type": wire, "message": "nope"}})
+            );
+        }
+        let err = GatewayError::invalid_param("messages.0.content", "must not be empty");
+        let v: Value = serde_json::from_slice(&error_body(&err)).unwrap();
+        assert_eq!(
+            v["error"]["message"],
+            "messages.0.content: must not be empty"
+        );
+    }
+
+    #[test]
+    fn request_round_trips_through_serve_decode_and_client_encode() {
+        let body = json!({
+            "model": "route",
+            "max_tokens": 256,
+            "system": [{"type": "text", "text": "S"}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "a"},
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {"k": "v"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "r"}]},
+                    {"type": "image", "source": {"type": "url", "url": "https://i/x.png"}}
+                ]}
+            ],
+            "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {}}}],
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+            "stop_sequences": ["x"],
+            "temperature": 0.3,
+            "top_p": 0.7,
+            "top_k": 3,
+            "metadata": {"user_id": "u"},
+            "stream": true
+        });
+        let req = super::super::serve::decode_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let encoded = AnthropicAdapter::new(DEFAULT_MAX_TOKENS)
+            .encode_request(&req, "route", true)
+            .unwrap();
+        let encoded: Value = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(encoded, body);
+    }
+}

@@ -1,0 +1,218 @@
+//! Decoding a streamed Chat Completions response (`chat.completion.chunk` SSE data
+//! lines ending with `data: [DONE]`) into neutral stream events.
+//!
+//! State carried across chunks: whether `Start` went out, OpenAI's per-choice tool-call
+//! indexes mapped to our ordinal indexes, the finish reason and the usage. `Finish` is
+//! emitted at `[DONE]`, because with `stream_options.include_usage` the usage arrives
+//! in a chunk of its own *after* the chunk carrying `finish_reason`.
+
+use bulwark_core::{StopReason, StreamEvent, UpstreamError, Usage};
+use serde_json::Value;
+
+use super::client::{ErrorInfo, classify, stop_reason, usage_from_wire};
+use super::wire::{ChatCompletionChunk, ToolCallDelta};
+use crate::StreamDecoder;
+
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    started: bool,
+    /// `[DONE]` seen: the stream is over, anything after it is ignored.
+    done: bool,
+    /// One entry per started tool call, in start order (our index is the position):
+    /// the upstream's index for it (if it sent one) and its id.
+    calls: Vec<(Option<u32>, String)>,
+    finish_reason: Option<String>,
+    refusal: bool,
+    usage: Option<Usage>,
+}
+
+impl StreamDecoder for Decoder {
+    fn feed(
+        &mut self,
+        _event: Option<&str>,
+        data: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), UpstreamError> {
+        let data = data.trim();
+        if self.done || data.is_empty() {
+            return Ok(());
+        }
+        if data == "[DONE]" {
+            self.done = true;
+            if !self.started {
+                return Err(UpstreamError::protocol(
+                    "upstream stream ended before its first chunk",
+                ));
+            }
+            out.push(self.finish_event());
+            return Ok(());
+        }
+        let value: Value = serde_json::from_str(data).map_err(|e| {
+            UpstreamError::protocol(format!("upstream stream chunk is not JSON: {e}"))
+        })?;
+        if is_error(&value) {
+            return Err(stream_error(&value));
+        }
+        let chunk: ChatCompletionChunk = serde_json::from_value(value).map_err(|e| {
+            UpstreamError::protocol(format!(
+                "upstream stream chunk is not a chat.completion.chunk: {e}"
+            ))
+        })?;
+        let carries_nothing = chunk.choices.is_empty() && !matches!(chunk.usage, Some(Some(_)));
+        if !self.started && chunk.id.is_empty() && carries_nothing {
+            // A prelude without id or content (Azure's prompt-filter chunk): Start waits
+            // for a chunk that says which answer this is.
+            return Ok(());
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.clone(),
+                model: chunk.model.clone(),
+            });
+        }
+        if let Some(Some(usage)) = &chunk.usage {
+            self.usage = Some(usage_from_wire(usage));
+        }
+        // Bulwark always asks for one choice; any other index is not ours to mix in.
+        for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            let delta = &choice.delta;
+            if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta {
+                    text: text.to_string(),
+                });
+            }
+            if let Some(text) = delta.refusal.as_deref().filter(|t| !t.is_empty()) {
+                self.refusal = true;
+                out.push(StreamEvent::TextDelta {
+                    text: text.to_string(),
+                });
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                self.tool_call_fragment(call, out)?;
+            }
+            if let Some(reason) = &choice.finish_reason {
+                self.finish_reason = Some(reason.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        if self.started && self.finish_reason.is_some() {
+            // The answer was complete; only the `[DONE]` terminator went missing.
+            out.push(self.finish_event());
+            return Ok(());
+        }
+        Err(UpstreamError::protocol(
+            "stream ended before the answer was complete",
+        ))
+    }
+}
+
+impl Decoder {
+    fn tool_call_fragment(
+        &mut self,
+        call: &ToolCallDelta,
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), UpstreamError> {
+        let id = call.id.as_deref().filter(|id| !id.is_empty());
+        let known = match call.index {
+            Some(wire) => self.calls.iter().position(|(w, _)| *w == Some(wire)),
+            // Without an index (some compatible servers): a new id starts a new call,
+            // anything else continues the last one.
+            None => match id {
+                Some(id) if self.calls.last().is_none_or(|(_, last)| last != id) => None,
+                _ => self.calls.len().checked_sub(1),
+            },
+        };
+        let ordinal = match known {
+            Some(ordinal) => ordinal,
+            None => {
+                let name = call
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.name.as_deref())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        UpstreamError::protocol("upstream tool call fragment came before its name")
+                    })?;
+                let id = id.map_or_else(
+                    || format!("call_{}", uuid::Uuid::new_v4().simple()),
+                    str::to_string,
+                );
+                self.calls.push((call.index, id.clone()));
+                let ordinal = self.calls.len() - 1;
+                out.push(StreamEvent::ToolCallStart {
+                    index: ordinal_u32(ordinal)?,
+                    id,
+                    name: name.to_string(),
+                });
+                ordinal
+            }
+        };
+        if let Some(arguments) = call
+            .function
+            .as_ref()
+            .and_then(|f| f.arguments.as_deref())
+            .filter(|a| !a.is_empty())
+        {
+            out.push(StreamEvent::ToolCallDelta {
+                index: ordinal_u32(ordinal)?,
+                arguments: arguments.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn finish_event(&self) -> StreamEvent {
+        let mut stop = stop_reason(self.finish_reason.as_deref());
+        if self.refusal && matches!(stop, StopReason::EndTurn | StopReason::Other) {
+            stop = StopReason::Refusal;
+        }
+        // Some compatible servers say `stop` for an answer that is tool calls.
+        if !self.calls.is_empty() && stop == StopReason::EndTurn {
+            stop = StopReason::ToolUse;
+        }
+        StreamEvent::Finish {
+            stop_reason: stop,
+            stop_sequence: None,
+            usage: self.usage.unwrap_or_default(),
+        }
+    }
+}
+
+fn ordinal_u32(ordinal: usize) -> Result<u32, UpstreamError> {
+    u32::try_from(ordinal).map_err(|_| UpstreamError::protocol("too many tool calls"))
+}
+
+/// `{"error": {...}}` (OpenAI) or `{"object": "error", ...}` (older vLLM).
+fn is_error(value: &Value) -> bool {
+    value.get("error").is_some_and(|e| !e.is_null())
+        || value.get("object").and_then(Value::as_str) == Some("error")
+}
+
+fn stream_error(value: &Value) -> UpstreamError {
+    let info = ErrorInfo::from_value(value);
+    let class = classify(None, &info);
+    let message = info
+        .message
+        .clone()
+        .unwrap_or_else(|| "upstream reported an error mid-stream".to_string());
+    let mut err = UpstreamError::new(class, message);
+    if let Some(status) = info.numeric_code.filter(|s| (400..600).contains(s)) {
+        err = err.with_status(status);
+    }
+    if let Some(code) = info.code.or(info.kind) {
+        err = err.with_code(code);
+    }
+    err
+}
+
+#[cfg(test)]
+#[path = "client_stream_tests.rs"]
+mod tests;

@@ -1,0 +1,265 @@
+//! Tests of the OpenAI stream decoder: chunk sequences from OpenAI and from
+//! compatible servers, terminators, truncation and in-band errors.
+
+use bulwark_core::{ErrorClass, StopReason, StreamEvent, Usage};
+
+use super::super::OpenAiAdapter;
+use crate::Adapter;
+
+fn feed_all(lines: &[&str]) -> (Vec<StreamEvent>, Result<(), bulwark_core::UpstreamError>) {
+    let mut decoder = OpenAiAdapter::new(false).stream_decoder();
+    let mut out = Vec::new();
+    for line in lines {
+        if let Err(err) = decoder.feed(None, line, &mut out) {
+            return (out, Err(err));
+        }
+    }
+    let end = decoder.finish(&mut out);
+    (out, end)
+}
+
+#[test]
+fn streams_text_with_role_only_first_chunk_and_usage_chunk() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::Start {
+                id: "chatcmpl-9".into(),
+                model: "gpt-4o".into()
+            },
+            StreamEvent::TextDelta { text: "Hel".into() },
+            StreamEvent::TextDelta { text: "lo".into() },
+            StreamEvent::Finish {
+                stop_reason: StopReason::EndTurn,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 9,
+                    output_tokens: 2,
+                    cache_read_input_tokens: Some(0),
+                    cache_creation_input_tokens: None
+                }
+            },
+        ]
+    );
+}
+
+#[test]
+fn streams_split_tool_calls_mapping_upstream_indexes_to_ordinals() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":3,"id":"call_a","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":3,"function":{"arguments":"{\"x\":"}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":7,"id":"call_b","type":"function","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":3,"function":{"arguments":"1}"}}]}}]}"#,
+        // Usage in the same chunk as the finish reason (some compatible servers).
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events,
+        vec![
+            StreamEvent::Start {
+                id: "c".into(),
+                model: "m".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "call_a".into(),
+                name: "f".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"x\":".into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "call_b".into(),
+                name: "g".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 1,
+                arguments: "{}".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "1}".into()
+            },
+            StreamEvent::Finish {
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: 5,
+                    output_tokens: 7,
+                    ..Usage::default()
+                }
+            },
+        ]
+    );
+}
+
+#[test]
+fn tool_fragments_without_index_continue_the_last_call() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"delta":{"tool_calls":[{"id":"t1","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"delta":{"tool_calls":[{"id":"t2","function":{"name":"g","arguments":"{}"}}]},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    let starts: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCallStart { index, id, .. } => Some((*index, id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, vec![(0, "t1".to_string()), (1, "t2".to_string())]);
+    assert!(events.contains(&StreamEvent::ToolCallDelta {
+        index: 0,
+        arguments: ":1}".into()
+    }));
+    // `stop` with tool calls is read as a tool-use stop.
+    assert!(matches!(
+        events.last(),
+        Some(StreamEvent::Finish {
+            stop_reason: StopReason::ToolUse,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn refusal_deltas_become_text_and_a_refusal_stop() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"refusal":" help."},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events[1],
+        StreamEvent::TextDelta {
+            text: "I can't".into()
+        }
+    );
+    assert!(matches!(
+        events.last(),
+        Some(StreamEvent::Finish {
+            stop_reason: StopReason::Refusal,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn missing_terminator_after_finish_reason_still_finishes() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"length"}]}"#,
+    ]);
+    end.unwrap();
+    assert!(matches!(
+        events.last(),
+        Some(StreamEvent::Finish {
+            stop_reason: StopReason::MaxTokens,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn truncated_streams_are_protocol_errors() {
+    let (events, end) =
+        feed_all(&[r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}"#]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Protocol);
+    assert_eq!(err.message, "stream ended before the answer was complete");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Finish { .. }))
+    );
+
+    let (_, end) = feed_all(&[]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Protocol);
+    let (_, end) = feed_all(&["[DONE]"]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Protocol);
+    let (_, end) = feed_all(&["{not json"]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Protocol);
+    let (_, end) = feed_all(&[r#"{"choices": 5}"#]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Protocol);
+    // A tool call fragment with no name for a call never started.
+    let (_, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+    ]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Protocol);
+}
+
+#[test]
+fn in_band_errors_are_classified() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+        r#"{"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}"#,
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert_eq!(
+        err.message,
+        "The server had an error while processing your request."
+    );
+    assert_eq!(events.len(), 2);
+
+    let (_, end) = feed_all(&[
+        r#"{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+    ]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::Throttled);
+    let (_, end) = feed_all(&[
+        r#"{"error":{"message":"too long","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+    ]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::ContextWindow);
+    let (_, end) = feed_all(&[
+        r#"{"object":"error","message":"bad input","type":"BadRequestError","param":null,"code":400}"#,
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::InvalidRequest);
+    assert_eq!(err.status, Some(400));
+}
+
+#[test]
+fn tolerates_null_choices_and_an_empty_prelude_chunk() {
+    let (events, end) = feed_all(&[
+        r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#,
+        r#"{"id":"c","model":"m","choices":null,"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events[0],
+        StreamEvent::Start {
+            id: "c".into(),
+            model: "m".into()
+        }
+    );
+    assert_eq!(events.len(), 3);
+}
+
+#[test]
+fn data_after_done_is_ignored() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+        "garbage after the end",
+    ]);
+    end.unwrap();
+    assert_eq!(events.len(), 3);
+}

@@ -1,0 +1,687 @@
+//! The failover loop.
+//!
+//! Every attempt streams from the upstream, whatever the caller asked for: that gives
+//! one time-to-first-token and one idle timeout for all requests, and lets a JSON
+//! caller's answer fail over even when the upstream broke mid-answer (nothing reached
+//! the caller yet). A streaming caller's attempt commits at its first content event.
+//!
+//! For each request:
+//! 1. order the route's targets: priority, then weighted shuffle within a priority, with
+//!    the session's sticky target first;
+//! 2. skip targets that are throttled (until their reset), out of quota, or whose
+//!    breaker rejects the call; a context-window failure keeps only targets that
+//!    declare a larger window;
+//! 3. on a target: up to `max_attempts` attempts; the error class decides (table in
+//!    `bulwark_core::ErrorClass`): retry after full-jitter backoff or the server's
+//!    wait when it fits the deadline, move to the next target, or give up;
+//! 4. every attempt after a request's first spends the gateway's retry budget;
+//! 5. when every target was skipped because its breaker is open, the one that opened
+//!    longest ago gets one trial call rather than refusing outright;
+//! 6. hedging (per route): if the attempt has no first byte after the hedge delay, the
+//!    next target is tried at the same time; the first to answer wins.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bulwark_core::config::HedgeAfter;
+use bulwark_core::{
+    ChatRequest, ChatResponse, ContentBlock, ErrorClass, Message, Role, StreamAccumulator,
+    StreamEvent, UpstreamError,
+};
+use futures::StreamExt;
+use rand::Rng;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::breaker::{Admission, BreakerState, Outcome};
+use crate::stream::{AttemptGuard, committed_stream};
+use crate::target::TargetHealth;
+use crate::{EventStream, Failure, Route, RouteTarget, Router, RouterEvent, Served};
+
+/// Per-request options from the caller.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// The caller's own deadline (`x-bulwark-timeout`), capped by the route's total.
+    pub timeout: Option<Duration>,
+    /// `x-session-id`: keep to the same target while it is healthy.
+    pub session: Option<String>,
+}
+
+/// An attempt that reached its first content event.
+pub(crate) struct Opened {
+    pub head: Vec<StreamEvent>,
+    pub rest: EventStream,
+    pub ttft: Duration,
+}
+
+enum Mode {
+    Json,
+    Stream,
+}
+
+/// What an attempt produced.
+enum Won {
+    Json(ChatResponse),
+    Stream(Opened, AttemptGuard),
+}
+
+impl Router {
+    /// A non-streaming request through the failover loop.
+    pub async fn chat(
+        &self,
+        route: &Arc<Route>,
+        req: &ChatRequest,
+        opts: &RequestOptions,
+    ) -> Result<Served<ChatResponse>, Failure> {
+        match self.run(route, req, opts, Mode::Json).await? {
+            (Won::Json(value), provider, model, attempts) => Ok(Served {
+                value,
+                provider,
+                model,
+                attempts,
+            }),
+            (Won::Stream(..), ..) => Err(Failure::internal("stream answer for a JSON request")),
+        }
+    }
+
+    /// A streaming request through the failover loop. Resolves at the commit point; the
+    /// returned stream starts with the events already read from the serving attempt.
+    pub async fn chat_stream(
+        &self,
+        route: &Arc<Route>,
+        req: &ChatRequest,
+        opts: &RequestOptions,
+    ) -> Result<Served<EventStream>, Failure> {
+        let deadline = self.deadline(route, opts);
+        match self.run(route, req, opts, Mode::Stream).await? {
+            (Won::Stream(opened, guard), provider, model, attempts) => {
+                let stream = committed_stream(
+                    self.clone_for_resume(),
+                    Arc::clone(route),
+                    req.clone(),
+                    opened,
+                    guard,
+                    deadline,
+                );
+                Ok(Served {
+                    value: stream,
+                    provider,
+                    model,
+                    attempts,
+                })
+            }
+            (Won::Json(_), ..) => Err(Failure::internal("JSON answer for a stream request")),
+        }
+    }
+
+    fn deadline(&self, route: &Route, opts: &RequestOptions) -> Instant {
+        let total = opts.timeout.map_or(route.policy.timeouts.total, |t| {
+            t.min(route.policy.timeouts.total)
+        });
+        Instant::now() + total
+    }
+
+    async fn run(
+        &self,
+        route: &Arc<Route>,
+        req: &ChatRequest,
+        opts: &RequestOptions,
+        mode: Mode,
+    ) -> Result<(Won, String, String, u32), Failure> {
+        let deadline = self.deadline(route, opts);
+        self.budget.record_request();
+        let policy = &route.policy;
+        let order = self.order(route, opts.session.as_deref());
+        let mut attempts = 0u32;
+        let mut last: Option<(UpstreamError, String)> = None;
+        let mut skipped_open: Vec<usize> = Vec::new();
+        let mut throttled_until: Option<Instant> = None;
+        // Smallest window a later target must exceed, after a context-window failure.
+        let mut need_window: Option<u64> = None;
+        let mut previous: Option<String> = None;
+
+        let mut idx = 0;
+        while idx < order.len() {
+            let ti = order[idx];
+            idx += 1;
+            let target = &route.targets[ti];
+            let health = &target.health;
+            if let Some(min) = need_window
+                && target.context_window.is_none_or(|w| w <= min)
+            {
+                continue;
+            }
+            if let Some(until) = health.throttled_until() {
+                throttled_until = Some(throttled_until.map_or(until, |t: Instant| t.min(until)));
+                continue;
+            }
+            if health.quota_blocked() {
+                continue;
+            }
+            let (admission, transition) = health.breaker.try_acquire();
+            health.on_transition(transition);
+            if admission == Admission::Rejected {
+                skipped_open.push(ti);
+                continue;
+            }
+            let mut admission = Some(admission);
+            let mut retry = 0u32;
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if attempts > 0 && !self.budget.try_spend() {
+                    info!(route = %route.name, "retry budget spent; not trying further");
+                    if let Some(a) = admission.take() {
+                        health.breaker.record(a, Outcome::Ignored);
+                    }
+                    return Err(exhausted(route, last, attempts, throttled_until, true));
+                }
+                let adm = match admission.take() {
+                    Some(a) => a,
+                    None => {
+                        let (a, t) = health.breaker.try_acquire();
+                        health.on_transition(t);
+                        if a == Admission::Rejected {
+                            break;
+                        }
+                        a
+                    }
+                };
+                attempts += 1;
+                if let Some(from) = previous.as_ref().filter(|p| **p != health.provider) {
+                    let _ = self.events.send(RouterEvent::Failover {
+                        route: route.name.clone(),
+                        from: from.clone(),
+                        to: health.provider.clone(),
+                    });
+                }
+                previous = Some(health.provider.clone());
+                let hedge_with = self.hedge_partner(route, &order[idx..], need_window);
+                let outcome = self
+                    .attempt_maybe_hedged(
+                        route,
+                        target,
+                        hedge_with,
+                        adm,
+                        req,
+                        &mode,
+                        deadline,
+                        &mut attempts,
+                    )
+                    .await;
+                let err = match outcome {
+                    Ok((won, provider, model)) => {
+                        if let Some(session) = &opts.session {
+                            self.sticky
+                                .remember(session, &route.name, &provider, &model);
+                        }
+                        return Ok((won, provider, model, attempts));
+                    }
+                    Err(err) => err,
+                };
+                warn!(
+                    route = %route.name,
+                    provider = %health.provider,
+                    model = %health.model,
+                    class = err.class.label(),
+                    status = err.status,
+                    error = %err.message,
+                    "upstream attempt failed"
+                );
+                let class = err.class;
+                match class {
+                    ErrorClass::InvalidRequest => {
+                        return Err(Failure::of(err, attempts, &health.provider));
+                    }
+                    ErrorClass::ContentPolicy if !policy.failover_on_content_policy => {
+                        return Err(Failure::of(err, attempts, &health.provider));
+                    }
+                    ErrorClass::ContextWindow => {
+                        let window = target.context_window.unwrap_or(0);
+                        need_window = Some(need_window.map_or(window, |w| w.max(window)));
+                        remember(&mut last, err, &health.provider);
+                        break;
+                    }
+                    ErrorClass::Quota => {
+                        health.mark_quota_blocked();
+                        remember(&mut last, err, &health.provider);
+                        break;
+                    }
+                    ErrorClass::Throttled => {
+                        let wait = err
+                            .retry_after
+                            .unwrap_or_else(|| policy.backoff.delay(retry, None, &mut rand::rng()));
+                        let until = Instant::now() + wait;
+                        if err.retry_after.is_some() {
+                            health.mark_throttled(until);
+                        }
+                        retry += 1;
+                        let fits = until + Duration::from_millis(50) < deadline;
+                        remember(&mut last, err, &health.provider);
+                        if retry < policy.max_attempts && fits {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        if err_has_wait(&last) {
+                            throttled_until = Some(throttled_until.map_or(until, |t| t.min(until)));
+                        }
+                        break;
+                    }
+                    ErrorClass::Transient | ErrorClass::Protocol => {
+                        let wait = policy
+                            .backoff
+                            .delay(retry, err.retry_after, &mut rand::rng());
+                        retry += 1;
+                        remember(&mut last, err, &health.provider);
+                        if retry < policy.max_attempts
+                            && Instant::now() + wait < deadline
+                            && health.breaker.state() == BreakerState::Closed
+                        {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        break;
+                    }
+                    // A target that did not answer in time is not tried again in this request.
+                    ErrorClass::Timeout
+                    | ErrorClass::Auth
+                    | ErrorClass::Unsupported
+                    | ErrorClass::ContentPolicy => {
+                        remember(&mut last, err, &health.provider);
+                        break;
+                    }
+                }
+            }
+        }
+
+        // Every usable target had an open breaker: rather than refuse, try the one that
+        // opened longest ago (it is the likeliest to have recovered).
+        if attempts == 0 && !skipped_open.is_empty() && Instant::now() < deadline {
+            let oldest = skipped_open
+                .iter()
+                .copied()
+                .min_by_key(|ti| route.targets[*ti].health.breaker.opened_at())
+                .unwrap_or(skipped_open[0]);
+            let target = &route.targets[oldest];
+            let transition = target.health.breaker.force_trial();
+            target.health.on_transition(transition);
+            attempts += 1;
+            match self
+                .attempt_maybe_hedged(
+                    route,
+                    target,
+                    None,
+                    Admission::Trial,
+                    req,
+                    &mode,
+                    deadline,
+                    &mut attempts,
+                )
+                .await
+            {
+                Ok((won, provider, model)) => return Ok((won, provider, model, attempts)),
+                Err(err) => {
+                    if err.class.is_caller_fault() {
+                        return Err(Failure::of(err, attempts, &target.health.provider));
+                    }
+                    remember(&mut last, err, &target.health.provider);
+                }
+            }
+        }
+        Err(exhausted(route, last, attempts, throttled_until, false))
+    }
+
+    /// The next target a hedge may go to, if the route hedges.
+    fn hedge_partner<'r>(
+        &self,
+        route: &'r Route,
+        rest: &[usize],
+        need_window: Option<u64>,
+    ) -> Option<&'r RouteTarget> {
+        route.policy.hedge?;
+        rest.iter().map(|i| &route.targets[*i]).find(|t| {
+            need_window.is_none_or(|min| t.context_window.is_some_and(|w| w > min))
+                && t.health.throttled_until().is_none()
+                && !t.health.quota_blocked()
+                && t.health.breaker.state() == BreakerState::Closed
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_maybe_hedged(
+        &self,
+        route: &Route,
+        target: &RouteTarget,
+        hedge_with: Option<&RouteTarget>,
+        admission: Admission,
+        req: &ChatRequest,
+        mode: &Mode,
+        deadline: Instant,
+        attempts: &mut u32,
+    ) -> Result<(Won, String, String), UpstreamError> {
+        let primary = self.attempt(route, target, admission, req, mode, deadline);
+        let (Some(partner), Some(after)) = (hedge_with, route.policy.hedge) else {
+            return primary.await.map(|won| {
+                (
+                    won,
+                    target.health.provider.clone(),
+                    target.health.model.clone(),
+                )
+            });
+        };
+        let delay = match after {
+            HedgeAfter::Fixed(d) => d,
+            HedgeAfter::P95 => target
+                .health
+                .ttft_percentile(95.0)
+                .unwrap_or(route.policy.timeouts.first_token / 2),
+        };
+        tokio::pin!(primary);
+        tokio::select! {
+            biased;
+            res = &mut primary => {
+                return res.map(|won| (won, target.health.provider.clone(), target.health.model.clone()));
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        let (adm, t) = partner.health.breaker.try_acquire();
+        partner.health.on_transition(t);
+        if adm == Admission::Rejected || !self.budget.try_spend() {
+            return primary.await.map(|won| {
+                (
+                    won,
+                    target.health.provider.clone(),
+                    target.health.model.clone(),
+                )
+            });
+        }
+        *attempts += 1;
+        let _ = self.events.send(RouterEvent::Hedge {
+            route: route.name.clone(),
+            from: target.health.provider.clone(),
+            to: partner.health.provider.clone(),
+        });
+        let hedge = self.attempt(route, partner, adm, req, mode, deadline);
+        tokio::pin!(hedge);
+        // The first success wins; the loser is dropped (its connection is cancelled).
+        let mut primary_err = None;
+        let mut hedge_err = None;
+        loop {
+            tokio::select! {
+                res = &mut primary, if primary_err.is_none() => match res {
+                    Ok(won) => return Ok((won, target.health.provider.clone(), target.health.model.clone())),
+                    Err(e) => primary_err = Some(e),
+                },
+                res = &mut hedge, if hedge_err.is_none() => match res {
+                    Ok(won) => return Ok((won, partner.health.provider.clone(), partner.health.model.clone())),
+                    Err(e) => hedge_err = Some(e),
+                },
+            }
+            if let (Some(p), Some(_)) = (&primary_err, &hedge_err) {
+                return Err(p.clone());
+            }
+        }
+    }
+
+    /// One attempt on one target, with its timeouts, outcome recording and events.
+    async fn attempt(
+        &self,
+        route: &Route,
+        target: &RouteTarget,
+        admission: Admission,
+        req: &ChatRequest,
+        mode: &Mode,
+        deadline: Instant,
+    ) -> Result<Won, UpstreamError> {
+        let health = &target.health;
+        let mut guard = AttemptGuard::new(
+            Arc::clone(health),
+            admission,
+            self.events.clone(),
+            route.name.clone(),
+            route.policy.timeouts.first_token / 2,
+        );
+        let opened =
+            open_until_content(health, req, route.policy.timeouts.first_token, deadline).await;
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                guard.finish(Err(&err), None);
+                return Err(err);
+            }
+        };
+        health.record_ttft(opened.ttft);
+        match mode {
+            Mode::Stream => Ok(Won::Stream(opened, guard)),
+            Mode::Json => {
+                let ttft = opened.ttft;
+                match collect(opened, route.policy.timeouts.idle, deadline).await {
+                    Ok(response) => {
+                        guard.finish(Ok(()), Some(ttft));
+                        Ok(Won::Json(response))
+                    }
+                    Err(err) => {
+                        guard.finish(Err(&err), Some(ttft));
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Targets in the order this request tries them.
+    fn order(&self, route: &Route, session: Option<&str>) -> Vec<usize> {
+        let mut rng = rand::rng();
+        let mut keyed: Vec<(u32, f64, usize)> = route
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                // Weighted shuffle (Efraimidis–Spirakis): key = u^(1/w), larger first.
+                let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+                let key = u.powf(1.0 / f64::from(t.weight.max(1)));
+                (t.priority, -key, i)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut order: Vec<usize> = keyed.into_iter().map(|(_, _, i)| i).collect();
+        if let Some(session) = session
+            && let Some((provider, model)) = self.sticky.get(session, &route.name)
+            && let Some(pos) = order.iter().position(|i| {
+                let h = &route.targets[*i].health;
+                h.provider == provider && h.model == model
+            })
+        {
+            let sticky = route.targets[order[pos]].health.breaker.state() == BreakerState::Closed;
+            if sticky {
+                let i = order.remove(pos);
+                order.insert(0, i);
+            }
+        }
+        order
+    }
+}
+
+/// Opens a stream and reads it up to and including the first content event (or
+/// `Finish`, for an empty answer), within the first-token timeout.
+pub(crate) async fn open_until_content(
+    health: &TargetHealth,
+    req: &ChatRequest,
+    first_token: Duration,
+    deadline: Instant,
+) -> Result<Opened, UpstreamError> {
+    let started = Instant::now();
+    let limit = first_token.min(deadline.saturating_duration_since(started));
+    let work = async {
+        let mut stream = health.upstream.chat_stream(req, &health.model).await?;
+        let mut head = Vec::new();
+        loop {
+            match stream.next().await {
+                Some(Ok(event)) => {
+                    let commit = event.is_content() || matches!(event, StreamEvent::Finish { .. });
+                    head.push(event);
+                    if commit {
+                        return Ok((head, stream));
+                    }
+                }
+                Some(Err(err)) => return Err(err),
+                None => {
+                    return Err(UpstreamError::protocol(
+                        "the upstream stream ended before any content",
+                    ));
+                }
+            }
+        }
+    };
+    health.in_flight.fetch_add(1, Ordering::Relaxed);
+    let result = tokio::time::timeout(limit, work).await;
+    health.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok(Ok((head, rest))) => Ok(Opened {
+            head,
+            rest,
+            ttft: started.elapsed(),
+        }),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(UpstreamError::new(
+            ErrorClass::Timeout,
+            format!(
+                "no first token from the upstream within {}",
+                humanize(limit)
+            ),
+        )),
+    }
+}
+
+/// Reads the rest of an opened stream into a complete response.
+async fn collect(
+    opened: Opened,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<ChatResponse, UpstreamError> {
+    let mut acc = StreamAccumulator::default();
+    for event in &opened.head {
+        acc.push(event);
+    }
+    let mut rest = opened.rest;
+    if acc.finish.is_none() {
+        loop {
+            let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, rest.next()).await {
+                Ok(Some(Ok(event))) => {
+                    acc.push(&event);
+                    if acc.finish.is_some() {
+                        break;
+                    }
+                }
+                Ok(Some(Err(err))) => return Err(err),
+                Ok(None) => {
+                    return Err(UpstreamError::protocol(
+                        "the upstream stream ended before the answer was complete",
+                    ));
+                }
+                Err(_) => return Err(stall_error(wait)),
+            }
+        }
+    }
+    acc.into_response()
+        .ok_or_else(|| UpstreamError::protocol("the upstream answer had no end"))
+}
+
+pub(crate) fn stall_error(wait: Duration) -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::Timeout,
+        format!("the upstream stream stalled for {}", humanize(wait)),
+    )
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn err_has_wait(last: &Option<(UpstreamError, String)>) -> bool {
+    last.as_ref().is_some_and(|(e, _)| e.retry_after.is_some())
+}
+
+/// Keeps the most telling failure: one that says a feature is unsupported is only
+/// reported when no target failed for another reason.
+fn remember(last: &mut Option<(UpstreamError, String)>, err: UpstreamError, provider: &str) {
+    let keep_previous = err.class == ErrorClass::Unsupported
+        && last
+            .as_ref()
+            .is_some_and(|(prev, _)| prev.class != ErrorClass::Unsupported);
+    if !keep_previous {
+        *last = Some((err, provider.to_string()));
+    }
+}
+
+fn exhausted(
+    route: &Route,
+    last: Option<(UpstreamError, String)>,
+    attempts: u32,
+    throttled_until: Option<Instant>,
+    budget_spent: bool,
+) -> Failure {
+    let now = Instant::now();
+    let throttle_wait = throttled_until.map(|t| t.saturating_duration_since(now));
+    match last {
+        Some((mut error, provider)) => {
+            info!(route = %route.name, attempts, "no target could serve");
+            if matches!(
+                error.class,
+                ErrorClass::Transient
+                    | ErrorClass::Timeout
+                    | ErrorClass::Protocol
+                    | ErrorClass::Auth
+            ) {
+                error.retry_after = error.retry_after.or(Some(Duration::from_secs(1)));
+            }
+            if budget_spent {
+                error.message = format!("{} (retry budget spent)", error.message);
+            }
+            Failure {
+                error,
+                attempts,
+                provider: Some(provider),
+            }
+        }
+        None => {
+            let (class, message) = match throttle_wait {
+                Some(_) => (
+                    ErrorClass::Throttled,
+                    "every target of the route is rate-limited; retry after the wait".to_string(),
+                ),
+                None => (
+                    ErrorClass::Transient,
+                    "every target of the route is unavailable (circuit open, out of quota, or past the deadline)"
+                        .to_string(),
+                ),
+            };
+            Failure {
+                error: UpstreamError::new(class, message)
+                    .with_retry_after(Some(throttle_wait.unwrap_or(Duration::from_secs(1)))),
+                attempts,
+                provider: None,
+            }
+        }
+    }
+}
+
+/// The request to continue a broken stream on another target: the partial answer as
+/// an assistant prefill.
+pub(crate) fn prefill_request(req: &ChatRequest, partial: &str) -> ChatRequest {
+    let mut next = req.clone();
+    next.messages.push(Message {
+        role: Role::Assistant,
+        content: vec![ContentBlock::Text {
+            text: partial.to_string(),
+        }],
+    });
+    next
+}

@@ -1,0 +1,273 @@
+//! The committed stream: what a streaming caller reads after the commit point.
+//!
+//! It replays the events read before the commit (`Start`, the first content), then
+//! passes the rest through with the idle timeout between events and the request
+//! deadline over all. A failure after the commit ends the stream with that error
+//! (the ingress writes it as the format's in-band error), never with a `Finish`.
+//! With `resume_streams` on the route, a text answer that broke is continued on the
+//! next target that accepts an assistant prefill; if that fails too, the caller sees
+//! the original failure, not the prefill's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_core::{ChatRequest, ErrorClass, StreamEvent, UpstreamError};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::breaker::{Admission, BreakerState, Outcome};
+use crate::budget::RetryBudget;
+use crate::engine::{Opened, open_until_content, prefill_request, stall_error};
+use crate::target::TargetHealth;
+use crate::{EventStream, Route, RouterEvent};
+
+/// Records one attempt's outcome in its target's breaker and publishes it, exactly
+/// once. Dropped unfinished (the caller went away) it records nothing against the target.
+pub(crate) struct AttemptGuard {
+    health: Arc<TargetHealth>,
+    admission: Admission,
+    events: tokio::sync::broadcast::Sender<RouterEvent>,
+    route: String,
+    slow_after: Duration,
+    started: Instant,
+    done: bool,
+}
+
+impl AttemptGuard {
+    pub(crate) fn new(
+        health: Arc<TargetHealth>,
+        admission: Admission,
+        events: tokio::sync::broadcast::Sender<RouterEvent>,
+        route: String,
+        slow_after: Duration,
+    ) -> Self {
+        AttemptGuard {
+            health,
+            admission,
+            events,
+            route,
+            slow_after,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn finish(&mut self, result: Result<(), &UpstreamError>, ttft: Option<Duration>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let outcome = match result {
+            Ok(()) => Outcome::Success {
+                slow: ttft.is_some_and(|t| t > self.slow_after),
+            },
+            Err(e) => match e.class {
+                ErrorClass::Transient
+                | ErrorClass::Timeout
+                | ErrorClass::Protocol
+                | ErrorClass::Auth => Outcome::Failure,
+                ErrorClass::Throttled
+                | ErrorClass::Quota
+                | ErrorClass::InvalidRequest
+                | ErrorClass::ContextWindow
+                | ErrorClass::ContentPolicy
+                | ErrorClass::Unsupported => Outcome::Ignored,
+            },
+        };
+        let transition = self.health.breaker.record(self.admission, outcome);
+        self.health.on_transition(transition);
+        let _ = self.events.send(RouterEvent::Attempt {
+            route: self.route.clone(),
+            provider: self.health.provider.clone(),
+            model: self.health.model.clone(),
+            error: result.err().map(|e| e.class),
+            latency: self.started.elapsed(),
+            ttft,
+        });
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            let transition = self.health.breaker.record(self.admission, Outcome::Ignored);
+            self.health.on_transition(transition);
+        }
+    }
+}
+
+/// What a committed stream needs from the router to resume on another target.
+#[derive(Clone)]
+pub(crate) struct ResumeCtx {
+    pub budget: Arc<RetryBudget>,
+    pub events: tokio::sync::broadcast::Sender<RouterEvent>,
+}
+
+struct State {
+    ctx: ResumeCtx,
+    route: Arc<Route>,
+    req: ChatRequest,
+    head: std::vec::IntoIter<StreamEvent>,
+    rest: Option<EventStream>,
+    guard: AttemptGuard,
+    ttft: Duration,
+    deadline: Instant,
+    /// Text streamed so far, for a prefill.
+    text: String,
+    tool_started: bool,
+    /// Providers this stream already used (not resumed on again).
+    used: Vec<(String, String)>,
+    /// The next upstream `Start` is swallowed (a resumed continuation).
+    skip_start: bool,
+}
+
+pub(crate) fn committed_stream(
+    ctx: ResumeCtx,
+    route: Arc<Route>,
+    req: ChatRequest,
+    opened: Opened,
+    guard: AttemptGuard,
+    deadline: Instant,
+) -> EventStream {
+    let used = vec![(guard.health.provider.clone(), guard.health.model.clone())];
+    let state = State {
+        ctx,
+        route,
+        req,
+        head: opened.head.into_iter(),
+        rest: Some(opened.rest),
+        guard,
+        ttft: opened.ttft,
+        deadline,
+        text: String::new(),
+        tool_started: false,
+        used,
+        skip_start: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let next = match st.head.next() {
+                Some(event) => Ok(event),
+                None => {
+                    let mut rest = st.rest.take()?;
+                    let idle = st.route.policy.timeouts.idle;
+                    let wait = idle.min(st.deadline.saturating_duration_since(Instant::now()));
+                    match tokio::time::timeout(wait, rest.next()).await {
+                        Ok(Some(Ok(event))) => {
+                            st.rest = Some(rest);
+                            Ok(event)
+                        }
+                        Ok(Some(Err(err))) => Err(err),
+                        Ok(None) => Err(UpstreamError::protocol(
+                            "the upstream stream ended before the answer was complete",
+                        )),
+                        Err(_) => Err(stall_error(wait)),
+                    }
+                }
+            };
+            match next {
+                Ok(StreamEvent::Start { .. }) if st.skip_start => {
+                    st.skip_start = false;
+                }
+                Ok(event) => {
+                    match &event {
+                        StreamEvent::TextDelta { text } => st.text.push_str(text),
+                        StreamEvent::ToolCallStart { .. } | StreamEvent::ToolCallDelta { .. } => {
+                            st.tool_started = true;
+                        }
+                        StreamEvent::Finish { .. } => {
+                            let ttft = st.ttft;
+                            st.guard.finish(Ok(()), Some(ttft));
+                            st.rest = None;
+                        }
+                        StreamEvent::Start { .. } => {}
+                    }
+                    return Some((Ok(event), st));
+                }
+                Err(err) => {
+                    let ttft = st.ttft;
+                    st.guard.finish(Err(&err), Some(ttft));
+                    if st.route.policy.resume_streams && !st.tool_started && !st.text.is_empty() {
+                        if let Some(()) = resume(&mut st).await {
+                            continue;
+                        }
+                    }
+                    st.rest = None;
+                    return Some((Err(err), st));
+                }
+            }
+        }
+    }))
+}
+
+/// Tries to continue the answer on another target with the partial text as prefill.
+async fn resume(st: &mut State) -> Option<()> {
+    let candidates: Vec<_> = st
+        .route
+        .targets
+        .iter()
+        .filter(|t| t.accepts_prefill)
+        .filter(|t| {
+            !st.used
+                .iter()
+                .any(|(p, m)| *p == t.health.provider && *m == t.health.model)
+        })
+        .filter(|t| {
+            t.health.throttled_until().is_none()
+                && !t.health.quota_blocked()
+                && t.health.breaker.state() != BreakerState::Open
+        })
+        .map(|t| Arc::clone(&t.health))
+        .collect();
+    for health in candidates {
+        if Instant::now() >= st.deadline || !st.ctx.budget.try_spend() {
+            return None;
+        }
+        let (admission, transition) = health.breaker.try_acquire();
+        health.on_transition(transition);
+        if admission == Admission::Rejected {
+            continue;
+        }
+        st.used
+            .push((health.provider.clone(), health.model.clone()));
+        let request = prefill_request(&st.req, &st.text);
+        let mut guard = AttemptGuard::new(
+            Arc::clone(&health),
+            admission,
+            st.ctx.events.clone(),
+            st.route.name.clone(),
+            st.route.policy.timeouts.first_token / 2,
+        );
+        match open_until_content(
+            &health,
+            &request,
+            st.route.policy.timeouts.first_token,
+            st.deadline,
+        )
+        .await
+        {
+            Ok(opened) => {
+                info!(route = %st.route.name, provider = %health.provider, "resumed a broken stream with a prefill");
+                let _ = st.ctx.events.send(RouterEvent::Failover {
+                    route: st.route.name.clone(),
+                    from: st.guard.health.provider.clone(),
+                    to: health.provider.clone(),
+                });
+                st.ttft = opened.ttft;
+                st.head = opened.head.into_iter();
+                st.rest = Some(opened.rest);
+                st.skip_start = true;
+                st.guard = guard;
+                return Some(());
+            }
+            Err(err) => {
+                // The caller will see the original failure, never the prefill's.
+                warn!(route = %st.route.name, provider = %health.provider, error = %err.message, "resume with prefill failed");
+                guard.finish(Err(&err), None);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,122 @@
+//! The axum application: routes, shared state, request ids.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router as AxumRouter;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bulwark_router::Router;
+
+use crate::ingress::{self, Format};
+
+/// Largest request body accepted (images arrive inline as base64).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub router: Arc<Router>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(router: Arc<Router>) -> Self {
+        AppState {
+            router,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The request id of the current request (a request extension set by [`request_id`]).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub fn build_app(state: AppState) -> AxumRouter {
+    AxumRouter::new()
+        .route("/v1/chat/completions", post(ingress::openai_chat))
+        .route("/v1/messages", post(ingress::anthropic_messages))
+        .route("/v1/models", get(list_models))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Takes the caller's `x-request-id` when it is short and printable, otherwise makes
+/// one; puts it in the request extensions and on the response.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /v1/models`: the routes, in the OpenAI list shape, or the Anthropic one when
+/// the caller sends `anthropic-version` (as the Anthropic SDK does).
+async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let names = state.router.route_names();
+    if headers.contains_key("anthropic-version") {
+        let data: Vec<_> = names
+            .iter()
+            .map(|name| {
+                serde_json::json!({
+                    "type": "model",
+                    "id": name,
+                    "display_name": name,
+                    "created_at": "1970-01-01T00:00:00Z",
+                })
+            })
+            .collect();
+        return axum::Json(serde_json::json!({
+            "data": data,
+            "has_more": false,
+            "first_id": names.first(),
+            "last_id": names.last(),
+        }))
+        .into_response();
+    }
+    let data: Vec<_> = names
+        .iter()
+        .map(|name| {
+            serde_json::json!({
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "bulwark",
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    let format = if req.uri().path().starts_with("/v1/messages") {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    };
+    let err = bulwark_core::GatewayError::new(
+        bulwark_core::ErrorKind::NotFound,
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
+    );
+    format.error_response(&err, None)
+}

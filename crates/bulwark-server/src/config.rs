@@ -1,0 +1,469 @@
+//! Loading and validating the YAML configuration.
+//!
+//! Three passes, each of which names the file and the field at fault:
+//! 1. YAML → a generic value tree (syntax errors carry line and column);
+//! 2. `${VAR}` / `${VAR:-default}` expanded inside string values only (so an
+//!    environment value can never inject YAML structure), then decoded into
+//!    [`Config`] with the path of the failing field (`providers[1].kind`);
+//! 3. [`validate`]: cross-checks (routes name providers that exist, names unique,
+//!    URLs well formed).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bulwark_core::config::{Config, ProviderKind};
+use serde_json::Value;
+
+/// A configuration error: which file, which field, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the field at fault (`routes[0].targets[1].provider`), empty for the whole file.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.field,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, expands, decodes and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: path.to_path_buf(),
+        field: String::new(),
+        message: format!("cannot read the file: {err}"),
+    })?;
+    parse(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses configuration text; `env` looks up environment variables (injectable for tests).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let err = |field: String, message: String| ConfigError {
+        file: path.to_path_buf(),
+        field,
+        message,
+    };
+    let mut tree: Value = serde_saphyr::from_str(text)
+        .map_err(|e| err(String::new(), format!("not valid YAML: {e}")))?;
+    if tree.is_null() {
+        return Err(err(
+            String::new(),
+            "the file is empty; it needs at least `providers:`".into(),
+        ));
+    }
+    expand_env(&mut tree, &mut String::new(), env).map_err(|(field, msg)| err(field, msg))?;
+    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        err(field, explain_serde(&e.into_inner().to_string()))
+    })?;
+    validate(&config).map_err(|(field, msg)| err(field, msg))?;
+    Ok(config)
+}
+
+fn explain_serde(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message} (remove it or check its spelling)")
+    } else if message.starts_with("missing field") {
+        format!("{message} (add it)")
+    } else {
+        message.to_string()
+    }
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`.
+fn expand_env(
+    value: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    match value {
+        Value::String(s) => {
+            if s.contains('$') {
+                *s = expand_str(s, env).map_err(|m| (path.clone(), m))?;
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(format!(
+                    "unclosed `${{` in {input:?} (write `${{VAR}}`, or `$$` for a literal `$`)"
+                ));
+            };
+            let expr = &body[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "`${{{expr}}}` is not a valid variable reference (use `${{NAME}}` or `${{NAME:-default}}`)"
+                ));
+            }
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (export it, or write `${{{name}:-default}}`)"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Cross-field checks. Returns the failing field's path and a message with the fix.
+pub fn validate(config: &Config) -> Result<(), (String, String)> {
+    if config.listen.parse::<SocketAddr>().is_err() {
+        return Err((
+            "listen".into(),
+            format!(
+                "{:?} is not an address to listen on (write IP:PORT, e.g. 127.0.0.1:8080)",
+                config.listen
+            ),
+        ));
+    }
+    if config.providers.is_empty() {
+        return Err((
+            "providers".into(),
+            "no providers are configured (add at least one)".into(),
+        ));
+    }
+    let mut names = HashSet::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let field = format!("providers[{i}]");
+        if p.name.is_empty() || p.name.contains('/') || p.name.trim() != p.name {
+            return Err((
+                format!("{field}.name"),
+                format!(
+                    "{:?} is not a usable provider name (non-empty, no `/`, no surrounding spaces)",
+                    p.name
+                ),
+            ));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err((
+                format!("{field}.name"),
+                format!(
+                    "duplicate provider name {:?} (names must be unique)",
+                    p.name
+                ),
+            ));
+        }
+        match (&p.base_url, p.kind) {
+            (None, ProviderKind::OpenaiCompatible) => {
+                return Err((
+                    format!("{field}.base_url"),
+                    "an openai-compatible provider needs a base_url (e.g. http://127.0.0.1:11434/v1)"
+                        .into(),
+                ));
+            }
+            (Some(url), _) => {
+                check_url(url, p.kind).map_err(|m| (format!("{field}.base_url"), m))?
+            }
+            (None, _) => {}
+        }
+        if matches!(
+            p.kind,
+            ProviderKind::Anthropic | ProviderKind::Openai | ProviderKind::Gemini
+        ) && p.api_key.is_none()
+        {
+            return Err((
+                format!("{field}.api_key"),
+                format!(
+                    "a {} provider needs an api_key (write `api_key: ${{ENV_VAR}}`)",
+                    p.kind
+                ),
+            ));
+        }
+        for name in p.headers.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err((
+                    format!("{field}.headers.{name}"),
+                    "not a valid HTTP header name".into(),
+                ));
+            }
+        }
+        for (name, value) in &p.headers {
+            if http::HeaderValue::from_str(value.expose()).is_err() {
+                return Err((
+                    format!("{field}.headers.{name}"),
+                    "the value is not a valid HTTP header value (no newlines or control characters)"
+                        .into(),
+                ));
+            }
+        }
+        if p.default_max_tokens == Some(0) {
+            return Err((
+                format!("{field}.default_max_tokens"),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    let mut routes = HashSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let field = format!("routes[{i}]");
+        if r.model.is_empty() {
+            return Err((
+                format!("{field}.model"),
+                "a route needs a model name".into(),
+            ));
+        }
+        if !routes.insert(r.model.as_str()) {
+            return Err((
+                format!("{field}.model"),
+                format!(
+                    "duplicate route {:?} (route model names must be unique)",
+                    r.model
+                ),
+            ));
+        }
+        if r.targets.is_empty() {
+            return Err((
+                format!("{field}.targets"),
+                "a route needs at least one target".into(),
+            ));
+        }
+        for (j, t) in r.targets.iter().enumerate() {
+            if !names.contains(t.provider.as_str()) {
+                let known: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+                return Err((
+                    format!("{field}.targets[{j}].provider"),
+                    format!(
+                        "no provider is named {:?} (configured: {})",
+                        t.provider,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if t.model.is_empty() {
+                return Err((
+                    format!("{field}.targets[{j}].model"),
+                    "a target needs the upstream model name".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_url(raw: &str, kind: ProviderKind) -> Result<(), String> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| format!("{raw:?} is not a valid URL ({e}); write e.g. https://host/v1"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed (use api_key or headers)".into());
+    }
+    let path = url.path().trim_end_matches('/');
+    match kind {
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible
+            if !path.ends_with("/v1") && !path.contains("/v1") =>
+        {
+            Err(format!(
+                "{raw:?}: an {kind} base_url is the form the OpenAI SDK takes, ending in /v1 (e.g. http://127.0.0.1:11434/v1)"
+            ))
+        }
+        ProviderKind::Anthropic | ProviderKind::Gemini
+            if path.ends_with("/v1") || path.ends_with("/v1beta") =>
+        {
+            Err(format!(
+                "{raw:?}: a {kind} base_url is the host root, as its official SDK takes it (drop the trailing {})",
+                if path.ends_with("/v1") {
+                    "/v1"
+                } else {
+                    "/v1beta"
+                }
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ANTHROPIC_API_KEY" => Some("sk-ant-test".into()),
+            "OPENAI_API_KEY" => Some("sk-test".into()),
+            "GOOGLE_API_KEY" => Some("g-test".into()),
+            _ => None,
+        }
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("bulwark.yaml"), text, &env)
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+listen: 127.0.0.1:8080
+providers:
+  - name: anthropic
+    kind: anthropic
+    api_key: ${ANTHROPIC_API_KEY}
+  - name: openai
+    kind: openai
+    api_key: ${OPENAI_API_KEY}
+  - name: google
+    kind: gemini
+    api_key: ${GOOGLE_API_KEY}
+  - name: local
+    kind: openai-compatible
+    base_url: http://127.0.0.1:11434/v1
+routes:
+  - model: chat
+    targets:
+      - {provider: anthropic, model: claude-sonnet-4-5}
+      - {provider: openai, model: gpt-4.1}
+      - {provider: google, model: gemini-2.5-pro}
+"#;
+
+    #[test]
+    fn the_documented_example_loads() {
+        let config = parse_str(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(config.providers.len(), 4);
+        assert_eq!(
+            config.providers[0].api_key.as_ref().unwrap().expose(),
+            "sk-ant-test"
+        );
+        assert_eq!(config.routes[0].targets[2].model, "gemini-2.5-pro");
+    }
+
+    #[test]
+    fn unset_variable_names_field_and_variable() {
+        let text = ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "${MISSING_KEY}");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[2].api_key");
+        assert!(err.message.contains("MISSING_KEY is not set"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("bulwark.yaml: providers[2].api_key:")
+        );
+    }
+
+    #[test]
+    fn default_value_used_when_unset() {
+        let text = ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "${MISSING_KEY:-fallback}");
+        let config = parse_str(&text).unwrap();
+        assert_eq!(
+            config.providers[2].api_key.as_ref().unwrap().expose(),
+            "fallback"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text =
+            ISSUE_EXAMPLE.replace("    kind: openai\n", "    kind: openai\n    api_kye: x\n");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[1]");
+        assert!(err.message.contains("unknown field `api_kye`"), "{err}");
+    }
+
+    #[test]
+    fn route_naming_missing_provider_is_rejected() {
+        let text = ISSUE_EXAMPLE.replace("{provider: openai,", "{provider: opena1,");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "routes[0].targets[1].provider");
+        assert!(err.message.contains("\"opena1\""), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let text = ISSUE_EXAMPLE.replace("name: google", "name: openai");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[2].name");
+        assert!(err.message.contains("duplicate"));
+    }
+
+    #[test]
+    fn malformed_url_is_rejected() {
+        let text = ISSUE_EXAMPLE.replace("http://127.0.0.1:11434/v1", "127.0.0.1:11434");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[3].base_url");
+    }
+
+    #[test]
+    fn unknown_kind_lists_the_choices() {
+        let text = ISSUE_EXAMPLE.replace("kind: gemini", "kind: bard");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[2].kind");
+        assert!(err.message.contains("openai-compatible"), "{err}");
+    }
+
+    #[test]
+    fn expansion_cannot_inject_structure() {
+        let got = expand_str("${X}", &|_| Some("a\n  b: c".into())).unwrap();
+        assert_eq!(got, "a\n  b: c");
+        assert_eq!(expand_str("$$5 and $", &|_| None).unwrap(), "$5 and $");
+    }
+}

@@ -1,0 +1,372 @@
+//! The gateway end to end, in process: real HTTP on loopback to Bulwark, real HTTP from
+//! Bulwark to the mock provider. Asserts what the caller got and what the upstream saw.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bulwark_mock::{FaultRule, MockServer};
+use serde_json::{Value, json};
+
+struct Stack {
+    gateway: SocketAddr,
+    primary: MockServer,
+    secondary: MockServer,
+    client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+const KEY_A: &str = "sk-ant-primary-secret";
+const KEY_B: &str = "sk-openai-secondary-secret";
+
+/// Gateway with route `chat` = primary (anthropic kind) → secondary (openai kind).
+async fn stack() -> Stack {
+    bulwark_server::install_crypto_provider();
+    let primary = MockServer::start("primary").await.unwrap();
+    let secondary = MockServer::start("secondary").await.unwrap();
+    let yaml = format!(
+        r#"
+providers:
+  - {{name: primary, kind: anthropic, api_key: "${{KEY_A}}", base_url: "{a}"}}
+  - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{b}/v1"}}
+routes:
+  - model: chat
+    targets:
+      - {{provider: primary, model: claude-test}}
+      - {{provider: secondary, model: gpt-test}}
+"#,
+        a = primary.url(),
+        b = secondary.url()
+    );
+    let env = |name: &str| match name {
+        "KEY_A" => Some(KEY_A.to_string()),
+        "KEY_B" => Some(KEY_B.to_string()),
+        _ => None,
+    };
+    let config = bulwark_server::config::parse(Path::new("test.yaml"), &yaml, &env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        bulwark_server::run(listener, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Stack {
+        gateway,
+        primary,
+        secondary,
+        client: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+fn fault(json: Value) -> FaultRule {
+    serde_json::from_value(json).unwrap()
+}
+
+impl Stack {
+    async fn post(&self, path: &str, body: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        let resp = self
+            .client
+            .post(format!("http://{}{path}", self.gateway))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.unwrap())
+    }
+
+    async fn healthy(&self) -> bool {
+        self.client
+            .get(format!("http://{}/healthz", self.gateway))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The answer text of an OpenAI chat-completion SSE body.
+fn openai_stream_text(body: &str) -> String {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+const CHAT: &str = r#"{"model":"chat","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hello"}]}"#;
+
+#[tokio::test]
+async fn first_target_503_is_answered_by_the_second() {
+    let s = stack().await;
+    s.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    let (status, headers, body) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-bulwark-provider"), "secondary");
+    // Three attempts on the primary (retries with backoff), then the secondary.
+    assert_eq!(header(&headers, "x-bulwark-attempts"), "4");
+    assert!(!header(&headers, "x-request-id").is_empty());
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["model"], "gpt-test");
+    assert_eq!(
+        json["choices"][0]["message"]["content"],
+        "Hello from secondary. You said: hello"
+    );
+    assert_eq!(s.primary.calls().len(), 3);
+    assert_eq!(s.secondary.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn upstreams_see_keys_system_prompt_tools_and_max_tokens_in_their_own_shape() {
+    let s = stack().await;
+    let body = r#"{"model":"chat","max_tokens":50,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"weather?"}],
+      "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}"#;
+    let (status, _, text) = s.post("/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{text}");
+    let call = &s.primary.calls()[0];
+    assert_eq!(
+        call.headers.get("x-api-key").map(String::as_str),
+        Some(KEY_A)
+    );
+    assert!(call.headers.contains_key("anthropic-version"));
+    assert!(!call.headers.contains_key("authorization"));
+    assert_eq!(call.body["system"][0]["text"], "Be brief.");
+    assert_eq!(call.body["max_tokens"], 50);
+    assert_eq!(call.body["messages"][0]["role"], "user");
+    assert_eq!(call.body["tools"][0]["name"], "get_weather");
+    assert_eq!(
+        call.body["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+
+    // An Anthropic caller without... max_tokens is required by Anthropic's own API, so
+    // an OpenAI caller that omits it still reaches Anthropic with one.
+    s.primary.clear_calls();
+    let (status, _, _) = s
+        .post(
+            "/v1/chat/completions",
+            r#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(s.primary.calls()[0].body["max_tokens"].as_u64().unwrap() > 0);
+
+    // The OpenAI-kind upstream: Bearer key, system as the first message.
+    s.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 500}})));
+    let (status, _, _) = s.post("/v1/messages", r#"{"model":"chat","max_tokens":20,"system":"Be brief.","messages":[{"role":"user","content":"hi"}]}"#).await;
+    assert_eq!(status, 200);
+    let call = &s.secondary.calls()[0];
+    assert_eq!(
+        call.headers.get("authorization").map(String::as_str),
+        Some(format!("Bearer {KEY_B}").as_str())
+    );
+    assert_eq!(
+        call.body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
+    let s = stack().await;
+    let openai_cases = [
+        ("{not json", 400, None),
+        (r#"{"model":"chat"}"#, 400, Some("messages")),
+        (r#"{"model":"chat","messages":"hi"}"#, 400, Some("messages")),
+        (
+            r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+            400,
+            Some("temperature"),
+        ),
+        (
+            r#"{"model":"chat","messages":[{"role":"user","content":"x"}],"n":3}"#,
+            400,
+            Some("n"),
+        ),
+        (
+            r#"{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}"#,
+            404,
+            Some("model"),
+        ),
+        ("", 400, None),
+        ("[]", 400, None),
+    ];
+    for (body, want, param) in openai_cases {
+        let (status, _, text) = s.post("/v1/chat/completions", body).await;
+        assert_eq!(status, want, "{body} -> {text}");
+        let json: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+        assert!(json["error"]["type"].is_string(), "{text}");
+        if let Some(param) = param {
+            assert_eq!(json["error"]["param"], param, "{body} -> {text}");
+        }
+    }
+    let anthropic_cases = [
+        ("{not json", 400, "invalid_request_error"),
+        (
+            r#"{"model":"chat","max_tokens":5}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model":"chat","messages":[{"role":"user","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model":"chat","max_tokens":"five","messages":[]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            r#"{"model":"nope","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#,
+            404,
+            "not_found_error",
+        ),
+    ];
+    for (body, want, kind) in anthropic_cases {
+        let (status, _, text) = s.post("/v1/messages", body).await;
+        assert_eq!(status, want, "{body} -> {text}");
+        let json: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["type"], "error", "{text}");
+        assert_eq!(json["error"]["type"], kind, "{body} -> {text}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    // Nothing reached a provider, and the gateway still serves.
+    assert!(s.primary.calls().is_empty());
+    assert!(s.healthy().await);
+    let (status, _, _) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn stream_fails_over_before_the_first_byte_and_never_fakes_a_finish_after_it() {
+    let s = stack().await;
+    let body =
+        r#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+
+    // Broken before any content: the caller sees only the secondary's complete stream.
+    s.primary
+        .push_fault(fault(json!({"fault": {"kind": "cut", "after_chunks": 0}})));
+    let (status, headers, text) = s.post("/v1/chat/completions", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-bulwark-provider"), "secondary");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(
+        openai_stream_text(&text),
+        "Hello from secondary. You said: one two three"
+    );
+    assert_eq!(
+        text.matches("\"role\":\"assistant\"").count(),
+        1,
+        "one clean stream: {text}"
+    );
+    s.primary.clear_faults();
+
+    // Broken after content was sent: an in-band error, and no [DONE].
+    s.primary.push_fault(fault(
+        json!({"fault": {"kind": "cut", "after_chunks": 3}, "times": 1}),
+    ));
+    let (status, headers, text) = s.post("/v1/chat/completions", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-bulwark-provider"), "primary");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().lines().last().unwrap();
+    let chunk: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert!(chunk["error"]["message"].is_string(), "{text}");
+
+    // Same on the Anthropic ingress: `event: error`, no message_stop.
+    s.primary.push_fault(fault(
+        json!({"fault": {"kind": "cut", "after_chunks": 3}, "times": 1}),
+    ));
+    let (status, _, text) = s
+        .post("/v1/messages", r#"{"model":"chat","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"one two three"}]}"#)
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    assert!(s.healthy().await);
+}
+
+#[tokio::test]
+async fn provider_keys_never_reach_the_caller() {
+    let s = stack().await;
+    // Both providers reject their credentials, quoting the key back (as some do).
+    for (mock, key) in [(&s.primary, KEY_A), (&s.secondary, KEY_B)] {
+        mock.push_fault(fault(json!({"fault": {
+            "kind": "status", "status": 401,
+            "message": format!("Incorrect API key provided: {key}")
+        }})));
+    }
+    let (status, headers, text) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 503, "{text}");
+    let everything = format!("{headers:?}{text}");
+    assert!(
+        !everything.contains(KEY_A) && !everything.contains(KEY_B),
+        "{everything}"
+    );
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("credentials")
+    );
+}
+
+#[tokio::test]
+async fn models_lists_routes_in_both_shapes() {
+    let s = stack().await;
+    let openai: Value = s
+        .client
+        .get(format!("http://{}/v1/models", s.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openai["object"], "list");
+    assert_eq!(openai["data"][0]["id"], "chat");
+    let anthropic: Value = s
+        .client
+        .get(format!("http://{}/v1/models", s.gateway))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["data"][0]["type"], "model");
+    assert_eq!(anthropic["data"][0]["id"], "chat");
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust suite (unit + end-to-end on loopback), then the official
+# OpenAI / Anthropic / Google SDKs against the built binary. No keys, no network
+# beyond the package registries used to install the pinned SDKs the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --locked
+
+# The SDK suite drives the debug binary that `cargo test` just built.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+BULWARK_BIN="$PWD/target/debug/bulwark" .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

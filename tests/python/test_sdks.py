@@ -1,0 +1,326 @@
+"""The official OpenAI and Anthropic Python SDKs, through Bulwark, to every upstream kind.
+
+Every ingress (OpenAI chat completions, Anthropic messages) × upstream kind (anthropic,
+openai, gemini, openai-compatible) × {plain, stream, tools}. The upstream is Bulwark's mock
+provider; its call log shows what the upstream received.
+"""
+
+import json
+
+import anthropic
+import openai
+import pytest
+
+from conftest import KEYS
+
+SYSTEM = "Be brief."
+PROMPT = "What is Bulwark?"
+ANSWER = f"Hello from mock. You said: {PROMPT}"
+TOOL_RESULT = "sunny, 21 C"
+
+# upstream name -> (model the client asks for, mock api, upstream model, auth header, value)
+UPSTREAMS = {
+    "anthropic": ("anthropic/claude-test", "anthropic", "claude-test", "x-api-key", KEYS["T_ANTHROPIC_KEY"]),
+    "openai": ("openai/gpt-test", "openai", "gpt-test", "authorization", "Bearer " + KEYS["T_OPENAI_KEY"]),
+    "gemini": ("google/gemini-test", "gemini", "gemini-test", "x-goog-api-key", KEYS["T_GOOGLE_KEY"]),
+    "openai-compatible": ("local/llama-test", "openai", "llama-test", None, None),
+}
+KINDS = list(UPSTREAMS)
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"location": {"type": "string", "description": "City name"}},
+    "required": ["location"],
+}
+OPENAI_TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather for a city", "parameters": WEATHER_SCHEMA},
+    }
+]
+ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER_SCHEMA}]
+
+
+def openai_client(stack):
+    return openai.OpenAI(base_url=stack["gateway"] + "/v1", api_key="caller-key", max_retries=0)
+
+
+def anthropic_client(stack):
+    return anthropic.Anthropic(base_url=stack["gateway"], api_key="caller-key", max_retries=0)
+
+
+def only_call(mock, kind):
+    """The single upstream call the request made, checked for the right API, model and credentials."""
+    _, api, upstream_model, header, value = UPSTREAMS[kind]
+    calls = mock.calls()
+    assert len(calls) == 1, calls
+    call = calls[0]
+    assert call["api"] == api
+    assert call["model"].removeprefix("models/") == upstream_model
+    headers = call["headers"]
+    if header:
+        assert headers.get(header) == value
+    else:
+        assert "authorization" not in headers
+        assert headers.get("x-title") == "bulwark-tests"
+    # Bulwark never forwards the caller's own key upstream.
+    assert "caller-key" not in json.dumps(headers)
+    return call
+
+
+def check_upstream_request(call, kind, tools=False):
+    body = call["body"]
+    api = UPSTREAMS[kind][1]
+    if api == "anthropic":
+        assert call["path"] == "/v1/messages"
+        assert [b["text"] for b in body["system"]] == [SYSTEM]
+        assert isinstance(body["max_tokens"], int) and body["max_tokens"] > 0
+        assert body["messages"][0]["role"] == "user"
+        if tools:
+            assert body["tools"][0]["name"] == "get_weather"
+            assert body["tools"][0]["input_schema"]["required"] == ["location"]
+    elif api == "gemini":
+        assert call["path"].startswith("/v1beta/models/gemini-test:")
+        assert body["systemInstruction"]["parts"][0]["text"] == SYSTEM
+        assert body["contents"][0]["role"] == "user"
+        if tools:
+            decl = body["tools"][0]["functionDeclarations"][0]
+            assert decl["name"] == "get_weather"
+    else:
+        assert call["path"] == "/v1/chat/completions"
+        assert body["messages"][0] == {"role": "system", "content": SYSTEM}
+        assert body["messages"][1]["role"] == "user"
+        if tools:
+            assert body["tools"][0]["function"]["name"] == "get_weather"
+            assert body["tools"][0]["function"]["parameters"] == WEATHER_SCHEMA
+
+
+# ---------------------------------------------------------------- OpenAI SDK
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_sdk_plain(stack, mock, kind):
+    client = openai_client(stack)
+    raw = client.chat.completions.with_raw_response.create(
+        model=UPSTREAMS[kind][0],
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
+        max_tokens=64,
+    )
+    assert raw.headers["x-bulwark-provider"] == UPSTREAMS[kind][0].split("/")[0]
+    assert raw.headers["x-bulwark-attempts"] == "1"
+    assert raw.headers.get("x-request-id")
+    resp = raw.parse()
+    assert resp.object == "chat.completion"
+    assert resp.model == UPSTREAMS[kind][2]
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].message.content == ANSWER
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    check_upstream_request(only_call(mock, kind), kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_sdk_stream_with_usage(stack, mock, kind):
+    client = openai_client(stack)
+    stream = client.chat.completions.create(
+        model=UPSTREAMS[kind][0],
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage, chunks = "", None, None, 0
+    for chunk in stream:
+        chunks += 1
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert chunks > 2
+    assert text == ANSWER
+    assert finish == "stop"
+    assert usage is not None and usage.completion_tokens > 0
+    call = only_call(mock, kind)
+    assert call["stream"] is True
+    check_upstream_request(call, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_openai_sdk_tools_round_trip(stack, mock, kind, stream):
+    client = openai_client(stack)
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        calls, finish = {}, None
+        for chunk in client.chat.completions.create(
+            model=UPSTREAMS[kind][0], messages=messages, tools=OPENAI_TOOLS, stream=True
+        ):
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish = choice.finish_reason or finish
+            for tc in choice.delta.tool_calls or []:
+                entry = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+                if tc.id:
+                    entry["id"] = tc.id
+                if tc.function and tc.function.name:
+                    entry["name"] += tc.function.name
+                if tc.function and tc.function.arguments:
+                    entry["arguments"] += tc.function.arguments
+        assert finish == "tool_calls"
+        assert list(calls) == [0]
+        call_id, name, arguments = calls[0]["id"], calls[0]["name"], calls[0]["arguments"]
+    else:
+        resp = client.chat.completions.create(model=UPSTREAMS[kind][0], messages=messages, tools=OPENAI_TOOLS)
+        choice = resp.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert len(choice.message.tool_calls) == 1
+        tc = choice.message.tool_calls[0]
+        assert tc.type == "function"
+        call_id, name, arguments = tc.id, tc.function.name, tc.function.arguments
+    assert call_id
+    assert name == "get_weather"
+    assert json.loads(arguments) == {"location": "example"}
+    check_upstream_request(only_call(mock, kind), kind, tools=True)
+
+    mock.reset()
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": TOOL_RESULT},
+    ]
+    resp = client.chat.completions.create(model=UPSTREAMS[kind][0], messages=messages, tools=OPENAI_TOOLS)
+    assert resp.choices[0].message.content == f"The tool said: {TOOL_RESULT}"
+    assert resp.choices[0].finish_reason == "stop"
+    body = only_call(mock, kind)["body"]
+    # The tool result reached the upstream in its own shape.
+    if UPSTREAMS[kind][1] == "anthropic":
+        result = body["messages"][-1]["content"][0]
+        assert result["type"] == "tool_result" and result["tool_use_id"] == call_id
+    elif UPSTREAMS[kind][1] == "gemini":
+        part = body["contents"][-1]["parts"][0]
+        assert part["functionResponse"]["name"] == "get_weather"
+    else:
+        assert body["messages"][-1] == {"role": "tool", "tool_call_id": call_id, "content": TOOL_RESULT}
+
+
+# ---------------------------------------------------------------- Anthropic SDK
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_anthropic_sdk_plain(stack, mock, kind):
+    client = anthropic_client(stack)
+    raw = client.messages.with_raw_response.create(
+        model=UPSTREAMS[kind][0],
+        max_tokens=64,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": PROMPT}],
+    )
+    assert raw.headers["x-bulwark-provider"] == UPSTREAMS[kind][0].split("/")[0]
+    msg = raw.parse()
+    assert msg.type == "message" and msg.role == "assistant"
+    assert msg.model == UPSTREAMS[kind][2]
+    assert [b.type for b in msg.content] == ["text"]
+    assert msg.content[0].text == ANSWER
+    assert msg.stop_reason == "end_turn"
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+    check_upstream_request(only_call(mock, kind), kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_anthropic_sdk_stream(stack, mock, kind):
+    client = anthropic_client(stack)
+    with client.messages.stream(
+        model=UPSTREAMS[kind][0],
+        max_tokens=64,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": PROMPT}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == ANSWER
+    assert final.content[0].text == ANSWER
+    assert final.stop_reason == "end_turn"
+    assert final.model == UPSTREAMS[kind][2]
+    assert final.usage.output_tokens > 0
+    call = only_call(mock, kind)
+    assert call["stream"] is True
+    check_upstream_request(call, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_anthropic_sdk_tools_round_trip(stack, mock, kind, stream):
+    client = anthropic_client(stack)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    args = dict(model=UPSTREAMS[kind][0], max_tokens=256, system=SYSTEM, tools=ANTHROPIC_TOOLS)
+    if stream:
+        with client.messages.stream(messages=messages, **args) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(messages=messages, **args)
+    assert msg.stop_reason == "tool_use"
+    uses = [b for b in msg.content if b.type == "tool_use"]
+    assert len(uses) == 1
+    assert uses[0].name == "get_weather"
+    assert uses[0].input == {"location": "example"}
+    assert uses[0].id
+    check_upstream_request(only_call(mock, kind), kind, tools=True)
+
+    mock.reset()
+    messages += [
+        {"role": "assistant", "content": msg.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": TOOL_RESULT}]},
+    ]
+    final = client.messages.create(messages=messages, **args)
+    assert final.content[0].text == f"The tool said: {TOOL_RESULT}"
+    assert final.stop_reason == "end_turn"
+    only_call(mock, kind)
+
+
+# ---------------------------------------------------------------- failover and errors
+
+
+def test_failover_on_503_reported_in_header(stack, mock):
+    mock.fault({"kind": "status", "status": 503}, times=1, api="anthropic")
+    raw = openai_client(stack).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": PROMPT}]
+    )
+    assert raw.headers["x-bulwark-provider"] == "openai"
+    assert raw.headers["x-bulwark-attempts"] == "2"
+    assert raw.parse().model == "gpt-test"
+    assert [c["api"] for c in mock.calls()] == ["anthropic", "openai"]
+
+
+def test_anthropic_sdk_failover_stream(stack, mock):
+    mock.fault({"kind": "status", "status": 529}, times=1, api="anthropic")
+    with anthropic_client(stack).messages.stream(
+        model="chat", max_tokens=64, messages=[{"role": "user", "content": PROMPT}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == ANSWER
+    assert final.model == "gpt-test"
+
+
+def test_errors_reach_the_sdks_in_their_own_shape(stack, mock):
+    with pytest.raises(openai.NotFoundError) as err:
+        openai_client(stack).chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert "nope" in err.value.message
+    with pytest.raises(anthropic.NotFoundError) as err:
+        anthropic_client(stack).messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert err.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client(stack).chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}], n=2)
+    assert err.value.body["param"] == "n"
+    # The caller's mistake upstream comes back as the caller's mistake, not as a failover.
+    mock.fault({"kind": "status", "status": 400, "message": "bad temperature"}, times=1, api="anthropic")
+    with pytest.raises(anthropic.BadRequestError) as err:
+        anthropic_client(stack).messages.create(model="chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert "bad temperature" in err.value.message
+    assert len(mock.calls()) == 1
