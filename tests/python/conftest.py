@@ -126,6 +126,16 @@ routes:
       - {{provider: anthropic, model: claude-test}}
       - {{provider: openai, model: gpt-test}}
       - {{provider: google, model: gemini-test}}
+  # Failover tests get targets of their own: breaker state is per (provider, model)
+  # and shared by every route, so their failures must not open `chat`'s breakers.
+  - model: failover
+    targets:
+      - {{provider: anthropic, model: claude-failover}}
+      - {{provider: openai, model: gpt-test}}
+  - model: stream-failover
+    targets:
+      - {{provider: anthropic, model: claude-stream-failover}}
+      - {{provider: openai, model: gpt-test}}
 """
 
 

@@ -1,11 +1,13 @@
 //! The retry budget: retries and hedges across the gateway stay under a share of
 //! caller requests, so an outage cannot multiply the load on upstreams.
 //!
-//! Over a sliding window of ten one-second buckets, a retry is allowed while
-//! `retries < ratio × requests + min_per_second × 10`. The floor lets a quiet gateway
-//! still retry; the ratio bounds a busy one (with the default 0.2, upstream attempts
-//! stay under 1.2 × caller requests plus the floor, whatever fails). First attempts on
-//! each target of a failover are not retries; they are bounded by the route's length.
+//! Over a sliding window of ten one-second buckets, an extra attempt is allowed while
+//! `extra < max(ratio × requests, min_per_second × 10)`. The floor lets a quiet gateway
+//! still retry; the ratio bounds a busy one: with the default 0.2, upstream attempts
+//! stay under 1.2 × caller requests whatever fails. Every attempt after a request's
+//! first counts — a retry, a failover to another target, a hedge — so a storm cannot
+//! multiply upstream load. (A target skipped because its breaker is open costs nothing:
+//! in an outage the breaker moves traffic to the fallback without spending budget.)
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -76,7 +78,7 @@ impl RetryBudget {
         let mut w = self.window();
         let requests: u64 = w.requests.iter().sum();
         let retries: u64 = w.retries.iter().sum();
-        let allowed = self.ratio * requests as f64 + self.min_per_second * BUCKETS as f64;
+        let allowed = (self.ratio * requests as f64).max(self.min_per_second * BUCKETS as f64);
         if (retries as f64) < allowed {
             let slot = (w.head % BUCKETS as u64) as usize;
             w.retries[slot] += 1;

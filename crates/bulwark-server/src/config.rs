@@ -425,7 +425,7 @@ routes:
         let text =
             ISSUE_EXAMPLE.replace("    kind: openai\n", "    kind: openai\n    api_kye: x\n");
         let err = parse_str(&text).unwrap_err();
-        assert_eq!(err.field, "providers[1]");
+        assert_eq!(err.field, "providers[1].api_kye");
         assert!(err.message.contains("unknown field `api_kye`"), "{err}");
     }
 

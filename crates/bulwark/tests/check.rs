@@ -65,7 +65,7 @@ fn bad_configs_are_rejected_naming_file_and_field() {
         (
             "unknown field",
             GOOD.replace("    kind: gemini\n", "    kind: gemini\n    region: eu\n"),
-            "providers[2]",
+            "providers[2].region",
             "unknown field `region`",
         ),
         (
