@@ -49,8 +49,7 @@ impl RetryBudget {
 
     fn window(&self) -> std::sync::MutexGuard<'_, Window> {
         let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now_bucket =
-            (Instant::now().duration_since(w.start).as_secs() / BUCKET.as_secs()) as u64;
+        let now_bucket = Instant::now().duration_since(w.start).as_secs() / BUCKET.as_secs();
         while w.head < now_bucket {
             w.head += 1;
             let slot = (w.head % BUCKETS as u64) as usize;

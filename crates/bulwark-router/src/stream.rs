@@ -189,10 +189,12 @@ pub(crate) fn committed_stream(
                 Err(err) => {
                     let ttft = st.ttft;
                     st.guard.finish(Err(&err), Some(ttft));
-                    if st.route.policy.resume_streams && !st.tool_started && !st.text.is_empty() {
-                        if let Some(()) = resume(&mut st).await {
-                            continue;
-                        }
+                    if st.route.policy.resume_streams
+                        && !st.tool_started
+                        && !st.text.is_empty()
+                        && resume(&mut st).await.is_some()
+                    {
+                        continue;
                     }
                     st.rest = None;
                     return Some((Err(err), st));

@@ -11,6 +11,8 @@ use bulwark_mock::{FaultRule, MockServer};
 
 struct Phase {
     title: &'static str,
+    /// Pause before the phase's traffic (lets open breakers reach half-open).
+    wait: Duration,
     /// Mock index → fault JSON, applied at the start of the phase (all cleared first).
     faults: &'static [(usize, &'static str)],
 }
@@ -18,10 +20,12 @@ struct Phase {
 const PHASES: &[Phase] = &[
     Phase {
         title: "normal: the primary (anthropic) serves",
+        wait: Duration::ZERO,
         faults: &[],
     },
     Phase {
         title: "primary outage: anthropic answers 503",
+        wait: Duration::ZERO,
         faults: &[(
             0,
             r#"{"kind":"status","status":503,"message":"demo outage"}"#,
@@ -29,6 +33,7 @@ const PHASES: &[Phase] = &[
     },
     Phase {
         title: "primary down, secondary resets connections",
+        wait: Duration::ZERO,
         faults: &[
             (
                 0,
@@ -38,7 +43,8 @@ const PHASES: &[Phase] = &[
         ],
     },
     Phase {
-        title: "recovery: faults cleared",
+        title: "recovery: faults cleared, breakers half-open after 3 s",
+        wait: Duration::from_secs(4),
         faults: &[],
     },
 ];
@@ -82,6 +88,7 @@ pub async fn run(requests_per_phase: u32) -> anyhow::Result<ExitCode> {
             mocks[*index].push_fault(rule);
         }
         println!("phase {}: {}", n + 1, phase.title);
+        tokio::time::sleep(phase.wait).await;
         let mut served_by = BTreeMap::<String, u32>::new();
         for i in 0..requests_per_phase {
             let stream = i % 2 == 1;
@@ -138,6 +145,7 @@ providers:
   - {{name: gemini, kind: gemini, api_key: demo-key-gemini, base_url: "{g}"}}
 routes:
   - model: chat
+    circuit_breaker: {{open_for: 3s}}
     targets:
       - {{provider: anthropic, model: claude-sonnet-4-5}}
       - {{provider: openai, model: gpt-4.1}}

@@ -1,5 +1,7 @@
 //! `bulwark check` on the real binary: good configs pass, bad ones name file and field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 const GOOD: &str = r#"

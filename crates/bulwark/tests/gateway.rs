@@ -1,6 +1,8 @@
 //! The gateway end to end, in process: real HTTP on loopback to Bulwark, real HTTP from
 //! Bulwark to the mock provider. Asserts what the caller got and what the upstream saw.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 
