@@ -253,12 +253,33 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
                 ));
             }
         }
+        if let Some(check) = &p.health_check {
+            if check.model.is_empty() {
+                return Err((
+                    format!("{field}.health_check.model"),
+                    "the probe needs an upstream model to ask".into(),
+                ));
+            }
+            if check.interval.0.is_zero() || check.timeout.0.is_zero() {
+                return Err((
+                    format!("{field}.health_check"),
+                    "interval and timeout must be longer than zero".into(),
+                ));
+            }
+        }
         if p.default_max_tokens == Some(0) {
             return Err((
                 format!("{field}.default_max_tokens"),
                 "must be at least 1".into(),
             ));
         }
+    }
+    let budget = &config.retry_budget;
+    if !(0.0..=10.0).contains(&budget.ratio) || budget.min_per_second < 0.0 {
+        return Err((
+            "retry_budget".into(),
+            "ratio must be between 0 and 10 (0.2 = retries may add 20 % to upstream load) and min_per_second at least 0".into(),
+        ));
     }
     let mut routes = HashSet::new();
     for (i, r) in config.routes.iter().enumerate() {
@@ -284,7 +305,20 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
                 "a route needs at least one target".into(),
             ));
         }
+        validate_policy(r).map_err(|(f, m)| (format!("{field}.{f}"), m))?;
         for (j, t) in r.targets.iter().enumerate() {
+            if t.weight == 0 {
+                return Err((
+                    format!("{field}.targets[{j}].weight"),
+                    "must be at least 1 (remove the target to stop sending it traffic)".into(),
+                ));
+            }
+            if t.context_window == Some(0) {
+                return Err((
+                    format!("{field}.targets[{j}].context_window"),
+                    "must be a number of tokens above zero".into(),
+                ));
+            }
             if !names.contains(t.provider.as_str()) {
                 let known: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
                 return Err((
@@ -303,6 +337,69 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks a route's failover policy values.
+fn validate_policy(r: &bulwark_core::config::RouteConfig) -> Result<(), (String, String)> {
+    let retry = &r.retry;
+    if retry.max_attempts == 0 {
+        return Err((
+            "retry.max_attempts".into(),
+            "must be at least 1 (1 means no retry on the same target)".into(),
+        ));
+    }
+    if retry.base_delay.0 > retry.max_delay.0 {
+        return Err((
+            "retry.base_delay".into(),
+            "must not be longer than retry.max_delay".into(),
+        ));
+    }
+    let t = &r.timeouts;
+    for (name, value) in [
+        ("connect", t.connect.0),
+        ("first_token", t.first_token.0),
+        ("idle", t.idle.0),
+        ("total", t.total.0),
+    ] {
+        if value.is_zero() {
+            return Err((
+                format!("timeouts.{name}"),
+                "must be longer than zero".into(),
+            ));
+        }
+    }
+    if t.first_token.0 > t.total.0 {
+        return Err((
+            "timeouts.first_token".into(),
+            "must not be longer than timeouts.total".into(),
+        ));
+    }
+    let b = &r.circuit_breaker;
+    if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+        return Err((
+            "circuit_breaker.failure_rate".into(),
+            "must be a share above 0 and at most 1 (e.g. 0.5)".into(),
+        ));
+    }
+    if b.open_for.0.is_zero() || b.open_for.0 > b.max_open_for.0 {
+        return Err((
+            "circuit_breaker.open_for".into(),
+            "must be longer than zero and not longer than max_open_for".into(),
+        ));
+    }
+    if b.window.0.is_zero() {
+        return Err((
+            "circuit_breaker.window".into(),
+            "must be longer than zero".into(),
+        ));
+    }
+    if r.hedge.is_some() && r.targets.len() < 2 {
+        return Err((
+            "hedge".into(),
+            "hedging needs at least two targets to hedge between".into(),
+        ));
     }
     Ok(())
 }
@@ -458,6 +555,48 @@ routes:
         let err = parse_str(&text).unwrap_err();
         assert_eq!(err.field, "providers[2].kind");
         assert!(err.message.contains("openai-compatible"), "{err}");
+    }
+
+    #[test]
+    fn route_policy_values_are_checked() {
+        let bad = [
+            (
+                "    targets:\n      - {provider: anthropic",
+                "    retry: {max_attempts: 0}\n    targets:\n      - {provider: anthropic",
+                "routes[0].retry.max_attempts",
+            ),
+            (
+                "    targets:\n      - {provider: anthropic",
+                "    timeouts: {first_token: 0s}\n    targets:\n      - {provider: anthropic",
+                "routes[0].timeouts.first_token",
+            ),
+            (
+                "    targets:\n      - {provider: anthropic",
+                "    circuit_breaker: {failure_rate: 1.5}\n    targets:\n      - {provider: anthropic",
+                "routes[0].circuit_breaker.failure_rate",
+            ),
+            (
+                "    targets:\n      - {provider: anthropic",
+                "    timeouts: {idle: soon}\n    targets:\n      - {provider: anthropic",
+                "routes[0].timeouts.idle",
+            ),
+            (
+                "{provider: openai, model: gpt-4.1}",
+                "{provider: openai, model: gpt-4.1, weight: 0}",
+                "routes[0].targets[1].weight",
+            ),
+        ];
+        for (from, to, field) in bad {
+            let text = ISSUE_EXAMPLE.replace(from, to);
+            assert_ne!(text, ISSUE_EXAMPLE);
+            let err = parse_str(&text).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+        let good = ISSUE_EXAMPLE.replace(
+            "    targets:\n      - {provider: anthropic",
+            "    retry: {max_attempts: 3, base_delay: 500ms, max_delay: 8s}\n    timeouts: {connect: 5s, first_token: 15s, idle: 20s, total: 120s}\n    circuit_breaker: {consecutive_failures: 5, failure_rate: 0.5, min_calls: 20, window: 60s, open_for: 30s, max_open_for: 5m}\n    hedge: {after: p95}\n    targets:\n      - {provider: anthropic",
+        );
+        parse_str(&good).unwrap();
     }
 
     #[test]
