@@ -326,3 +326,81 @@ def test_errors_reach_the_sdks_in_their_own_shape(stack, mock):
         anthropic_client(stack).messages.create(model="chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert "bad temperature" in err.value.message
     assert len(mock.calls()) == 1
+
+
+# ---------------------------------------------------------------- images
+
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def upstream_image(call, kind):
+    """The base64 image data as the upstream received it, in its own format."""
+    api = UPSTREAMS[kind][1]
+    body = call["body"]
+    if api == "anthropic":
+        block = [b for b in body["messages"][0]["content"] if b["type"] == "image"][0]
+        assert block["source"] == {"type": "base64", "media_type": "image/png", "data": PNG_B64}
+        return block["source"]["data"]
+    if api == "gemini":
+        part = [p for p in body["contents"][0]["parts"] if "inlineData" in p][0]
+        assert part["inlineData"]["mimeType"] == "image/png"
+        return part["inlineData"]["data"]
+    part = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"][0]
+    assert part["image_url"]["url"] == f"data:image/png;base64,{PNG_B64}"
+    return PNG_B64
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_images_reach_every_upstream_from_both_sdks(stack, mock, kind):
+    resp = openai_client(stack).chat.completions.create(
+        model=UPSTREAMS[kind][0],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}},
+                ],
+            }
+        ],
+    )
+    assert resp.choices[0].message.content.startswith("Hello from mock.")
+    assert upstream_image(only_call(mock, kind), kind) == PNG_B64
+
+    mock.reset()
+    msg = anthropic_client(stack).messages.create(
+        model=UPSTREAMS[kind][0],
+        max_tokens=32,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+                    {"type": "text", "text": "What is in this image?"},
+                ],
+            }
+        ],
+    )
+    assert msg.content[0].text.startswith("Hello from mock.")
+    assert upstream_image(only_call(mock, kind), kind) == PNG_B64
+
+
+def test_image_url_to_gemini_is_a_clear_400_naming_it(stack, mock):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client(stack).chat.completions.create(
+            model="google/gemini-test",
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}],
+        )
+    assert "image URL" in err.value.message or "image url" in err.value.message.lower()
+    assert mock.calls() == []
+
+
+def test_openai_sdk_stream_helper_and_parse(stack, mock):
+    client = openai_client(stack)
+    with client.chat.completions.stream(
+        model="openai/gpt-test", messages=[{"role": "user", "content": PROMPT}]
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == ANSWER
