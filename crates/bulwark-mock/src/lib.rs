@@ -76,8 +76,10 @@
 //!
 //! ## Fault rules
 //!
-//! `{"fault": {"kind": …}, "times": N?, "api": "openai"|"anthropic"|"gemini"?, "model": "…"?}`
-//! applies to the next `N` matching calls (no `times`: every one until cleared).
+//! `{"fault": {"kind": …}, "times": N?, "api": "openai"|"anthropic"|"gemini"?, "model": "…"?, "probability": p?}`
+//! applies to the next `N` matching calls (no `times`: every one until cleared);
+//! with `probability`, each matching call is hit with that chance (a miss does not
+//! use up a time).
 //! Rules queue in order; a call takes the first matching rule with calls left.
 //! `model` matches the requested model exactly (Gemini: the one in the path).
 //! Stream-only faults never match a non-streaming call, so they are not used up

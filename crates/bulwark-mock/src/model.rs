@@ -151,6 +151,10 @@ pub struct FaultRule {
     /// Only calls for this model (exactly as requested; Gemini: as in the path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Applies to each matching call with this probability (0–1); absent: always.
+    /// A call it skips does not use up one of its `times`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
 }
 
 impl FaultRule {
@@ -161,6 +165,7 @@ impl FaultRule {
             times: None,
             api: None,
             model: None,
+            probability: None,
         }
     }
 

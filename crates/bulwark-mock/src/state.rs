@@ -119,6 +119,11 @@ impl MockState {
             .rules
             .iter()
             .position(|r| r.rule.matches(api, model, stream))?;
+        if let Some(p) = inner.rules[index].rule.probability
+            && rand::random::<f64>() >= p
+        {
+            return None;
+        }
         let rule = &mut inner.rules[index];
         rule.applied += 1;
         let fault = rule.rule.fault.clone();

@@ -141,12 +141,14 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The state now (an expired open period reads as half-open).
+    /// The state now (an expired open period reads as half-open). Only reads: the
+    /// move to half-open happens in [`CircuitBreaker::try_acquire`], which reports it,
+    /// so observers see every transition.
     pub fn state(&self) -> BreakerState {
-        let mut inner = self.lock();
-        self.refresh(&mut inner, Instant::now());
+        let inner = self.lock();
         match inner.state {
             State::Closed => BreakerState::Closed,
+            State::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
@@ -182,27 +184,37 @@ impl CircuitBreaker {
     }
 
     /// Lets one call through even though the breaker is open: used when every target
-    /// of a route is open and this one opened longest ago. Counts as a trial.
-    pub fn force_trial(&self) -> Option<Transition> {
+    /// of a route is open and this one opened longest ago. It counts as a half-open
+    /// trial, so it is refused while the trial slots are taken: in a total outage one
+    /// call at a time tests the target, and everyone else gets a fast refusal instead
+    /// of waiting on a dead upstream.
+    pub fn force_trial(&self) -> (Admission, Option<Transition>) {
         let mut inner = self.lock();
         let now = Instant::now();
         let from = public(&inner.state);
         match &mut inner.state {
-            State::HalfOpen { in_flight, .. } => {
-                *in_flight += 1;
-                None
+            State::Closed => (Admission::Allowed, None),
+            State::HalfOpen { in_flight, passed } => {
+                if *in_flight + *passed < self.settings.half_open_probes.max(1) {
+                    *in_flight += 1;
+                    (Admission::Trial, None)
+                } else {
+                    (Admission::Rejected, None)
+                }
             }
-            State::Closed => None,
             State::Open { .. } => {
                 inner.state = State::HalfOpen {
                     in_flight: 1,
                     passed: 0,
                 };
                 inner.changed_at = now;
-                Some(Transition {
-                    from,
-                    to: BreakerState::HalfOpen,
-                })
+                (
+                    Admission::Trial,
+                    Some(Transition {
+                        from,
+                        to: BreakerState::HalfOpen,
+                    }),
+                )
             }
         }
     }
@@ -507,6 +519,25 @@ mod tests {
             assert_eq!(call(&b, Outcome::Failure), Admission::Trial);
         }
         assert_eq!(open_times, [30, 60, 70]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_trial_opens_the_door_to_one_call_at_a_time() {
+        let b = CircuitBreaker::new(settings());
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        let (first, t) = b.force_trial();
+        assert_eq!(first, Admission::Trial);
+        assert_eq!(t.map(|t| t.to), Some(BreakerState::HalfOpen));
+        assert_eq!(
+            b.force_trial().0,
+            Admission::Rejected,
+            "one trial in flight"
+        );
+        b.record(first, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.force_trial().0, Admission::Trial);
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,9 @@
 //! 5. when every target was skipped because its breaker is open, the one that opened
 //!    longest ago gets one trial call rather than refusing outright;
 //! 6. hedging (per route): if the attempt has no first byte after the hedge delay, the
-//!    next target is tried at the same time; the first to answer wins.
+//!    next target is tried at the same time; the first to produce content wins (for a
+//!    JSON caller too: the race is to the first byte, not to the whole answer), the
+//!    other is cancelled.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -297,36 +299,39 @@ impl Router {
         }
 
         // Every usable target had an open breaker: rather than refuse, try the one that
-        // opened longest ago (it is the likeliest to have recovered).
+        // opened longest ago (it is the likeliest to have recovered). One forced trial
+        // at a time per target: while one is out, the others are refused at once.
         if attempts == 0 && !skipped_open.is_empty() && Instant::now() < deadline {
-            let oldest = skipped_open
-                .iter()
-                .copied()
-                .min_by_key(|ti| route.targets[*ti].health.breaker.opened_at())
-                .unwrap_or(skipped_open[0]);
-            let target = &route.targets[oldest];
-            let transition = target.health.breaker.force_trial();
-            target.health.on_transition(transition);
-            attempts += 1;
-            match self
-                .attempt_maybe_hedged(
-                    route,
-                    target,
-                    None,
-                    Admission::Trial,
-                    req,
-                    &mode,
-                    deadline,
-                    &mut attempts,
-                )
-                .await
-            {
-                Ok((won, provider, model)) => return Ok((won, provider, model, attempts)),
-                Err(err) => {
-                    if err.class.is_caller_fault() {
-                        return Err(Failure::of(err, attempts, &target.health.provider));
+            let mut oldest_first = skipped_open.clone();
+            oldest_first.sort_by_key(|ti| route.targets[*ti].health.breaker.opened_at());
+            let forced = oldest_first.into_iter().find_map(|ti| {
+                let target = &route.targets[ti];
+                let (admission, transition) = target.health.breaker.force_trial();
+                target.health.on_transition(transition);
+                (admission != Admission::Rejected).then_some((target, admission))
+            });
+            if let Some((target, admission)) = forced {
+                attempts += 1;
+                match self
+                    .attempt_maybe_hedged(
+                        route,
+                        target,
+                        None,
+                        admission,
+                        req,
+                        &mode,
+                        deadline,
+                        &mut attempts,
+                    )
+                    .await
+                {
+                    Ok((won, provider, model)) => return Ok((won, provider, model, attempts)),
+                    Err(err) => {
+                        if err.class.is_caller_fault() {
+                            return Err(Failure::of(err, attempts, &target.health.provider));
+                        }
+                        remember(&mut last, err, &target.health.provider);
                     }
-                    remember(&mut last, err, &target.health.provider);
                 }
             }
         }
@@ -349,6 +354,7 @@ impl Router {
         })
     }
 
+    /// One attempt on `target`, hedged on `hedge_with` when the route hedges.
     #[allow(clippy::too_many_arguments)]
     async fn attempt_maybe_hedged(
         &self,
@@ -361,15 +367,38 @@ impl Router {
         deadline: Instant,
         attempts: &mut u32,
     ) -> Result<(Won, String, String), UpstreamError> {
-        let primary = self.attempt(route, target, admission, req, mode, deadline);
+        let (winner, opened, guard) = self
+            .open_maybe_hedged(
+                route, target, hedge_with, admission, req, deadline, attempts,
+            )
+            .await?;
+        let won = complete(route, opened, guard, mode, deadline).await?;
+        Ok((
+            won,
+            winner.health.provider.clone(),
+            winner.health.model.clone(),
+        ))
+    }
+
+    /// Opens an attempt up to its first content event. With a hedge partner, if no
+    /// content came after the hedge delay, the same request goes to the partner too;
+    /// the first to produce content wins — for a JSON caller as well, whose answer is
+    /// then read from the winner alone — and the other is dropped, which cancels its
+    /// upstream call.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_maybe_hedged<'r>(
+        &self,
+        route: &Route,
+        target: &'r RouteTarget,
+        hedge_with: Option<&'r RouteTarget>,
+        admission: Admission,
+        req: &ChatRequest,
+        deadline: Instant,
+        attempts: &mut u32,
+    ) -> Result<(&'r RouteTarget, Opened, AttemptGuard), UpstreamError> {
+        let primary = self.open_attempt(route, target, admission, req, deadline);
         let (Some(partner), Some(after)) = (hedge_with, route.policy.hedge) else {
-            return primary.await.map(|won| {
-                (
-                    won,
-                    target.health.provider.clone(),
-                    target.health.model.clone(),
-                )
-            });
+            return primary.await.map(|(opened, guard)| (target, opened, guard));
         };
         let delay = match after {
             HedgeAfter::Fixed(d) => d,
@@ -382,20 +411,20 @@ impl Router {
         tokio::select! {
             biased;
             res = &mut primary => {
-                return res.map(|won| (won, target.health.provider.clone(), target.health.model.clone()));
+                return res.map(|(opened, guard)| (target, opened, guard));
             }
             () = tokio::time::sleep(delay) => {}
         }
         let (adm, t) = partner.health.breaker.try_acquire();
         partner.health.on_transition(t);
-        if adm == Admission::Rejected || !self.budget.try_spend() {
-            return primary.await.map(|won| {
-                (
-                    won,
-                    target.health.provider.clone(),
-                    target.health.model.clone(),
-                )
-            });
+        if adm == Admission::Rejected {
+            return primary.await.map(|(opened, guard)| (target, opened, guard));
+        }
+        if !self.budget.try_spend() {
+            // Give back the admission (a half-open trial slot must not leak).
+            let t = partner.health.breaker.record(adm, Outcome::Ignored);
+            partner.health.on_transition(t);
+            return primary.await.map(|(opened, guard)| (target, opened, guard));
         }
         *attempts += 1;
         let _ = self.events.send(RouterEvent::Hedge {
@@ -403,19 +432,18 @@ impl Router {
             from: target.health.provider.clone(),
             to: partner.health.provider.clone(),
         });
-        let hedge = self.attempt(route, partner, adm, req, mode, deadline);
+        let hedge = self.open_attempt(route, partner, adm, req, deadline);
         tokio::pin!(hedge);
-        // The first success wins; the loser is dropped (its connection is cancelled).
         let mut primary_err = None;
         let mut hedge_err = None;
         loop {
             tokio::select! {
                 res = &mut primary, if primary_err.is_none() => match res {
-                    Ok(won) => return Ok((won, target.health.provider.clone(), target.health.model.clone())),
+                    Ok((opened, guard)) => return Ok((target, opened, guard)),
                     Err(e) => primary_err = Some(e),
                 },
                 res = &mut hedge, if hedge_err.is_none() => match res {
-                    Ok(won) => return Ok((won, partner.health.provider.clone(), partner.health.model.clone())),
+                    Ok((opened, guard)) => return Ok((partner, opened, guard)),
                     Err(e) => hedge_err = Some(e),
                 },
             }
@@ -425,16 +453,17 @@ impl Router {
         }
     }
 
-    /// One attempt on one target, with its timeouts, outcome recording and events.
-    async fn attempt(
+    /// One attempt on one target up to its first content event, within the
+    /// first-token timeout. A failure is recorded here; the returned guard records
+    /// the outcome of the rest (dropped unfinished, it records nothing).
+    async fn open_attempt(
         &self,
         route: &Route,
         target: &RouteTarget,
         admission: Admission,
         req: &ChatRequest,
-        mode: &Mode,
         deadline: Instant,
-    ) -> Result<Won, UpstreamError> {
+    ) -> Result<(Opened, AttemptGuard), UpstreamError> {
         let health = &target.health;
         let mut guard = AttemptGuard::new(
             Arc::clone(health),
@@ -443,30 +472,14 @@ impl Router {
             route.name.clone(),
             route.policy.timeouts.first_token / 2,
         );
-        let opened =
-            open_until_content(health, req, route.policy.timeouts.first_token, deadline).await;
-        let opened = match opened {
-            Ok(opened) => opened,
+        match open_until_content(health, req, route.policy.timeouts.first_token, deadline).await {
+            Ok(opened) => {
+                health.record_ttft(opened.ttft);
+                Ok((opened, guard))
+            }
             Err(err) => {
                 guard.finish(Err(&err), None);
-                return Err(err);
-            }
-        };
-        health.record_ttft(opened.ttft);
-        match mode {
-            Mode::Stream => Ok(Won::Stream(opened, guard)),
-            Mode::Json => {
-                let ttft = opened.ttft;
-                match collect(opened, route.policy.timeouts.idle, deadline).await {
-                    Ok(response) => {
-                        guard.finish(Ok(()), Some(ttft));
-                        Ok(Won::Json(response))
-                    }
-                    Err(err) => {
-                        guard.finish(Err(&err), Some(ttft));
-                        Err(err)
-                    }
-                }
+                Err(err)
             }
         }
     }
@@ -501,6 +514,33 @@ impl Router {
             }
         }
         order
+    }
+}
+
+/// Finishes an opened attempt: a stream is handed on as it is (its guard records the
+/// outcome when it ends); a JSON answer is read to its end here.
+async fn complete(
+    route: &Route,
+    opened: Opened,
+    mut guard: AttemptGuard,
+    mode: &Mode,
+    deadline: Instant,
+) -> Result<Won, UpstreamError> {
+    match mode {
+        Mode::Stream => Ok(Won::Stream(opened, guard)),
+        Mode::Json => {
+            let ttft = opened.ttft;
+            match collect(opened, route.policy.timeouts.idle, deadline).await {
+                Ok(response) => {
+                    guard.finish(Ok(()), Some(ttft));
+                    Ok(Won::Json(response))
+                }
+                Err(err) => {
+                    guard.finish(Err(&err), Some(ttft));
+                    Err(err)
+                }
+            }
+        }
     }
 }
 

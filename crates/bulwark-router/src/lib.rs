@@ -240,6 +240,16 @@ impl Router {
         config: &Config,
         client: reqwest::Client,
     ) -> Result<Self, bulwark_providers::BuildError> {
+        Router::from_config_tuned(config, client, Tuning::default())
+    }
+
+    /// [`Router::from_config`] with non-default [`Tuning`] (tests shorten the recovery
+    /// probe interval and remove jitter).
+    pub fn from_config_tuned(
+        config: &Config,
+        client: reqwest::Client,
+        tuning: Tuning,
+    ) -> Result<Self, bulwark_providers::BuildError> {
         let mut upstreams: HashMap<String, Arc<dyn Upstream>> = HashMap::new();
         for p in &config.providers {
             upstreams.insert(
@@ -247,7 +257,7 @@ impl Router {
                 Arc::new(bulwark_providers::Provider::new(p, client.clone())?),
             );
         }
-        Ok(Router::with_upstreams(config, upstreams, Tuning::default()))
+        Ok(Router::with_upstreams(config, upstreams, tuning))
     }
 
     /// A router over given upstreams (keyed by provider name): tests use scripted ones.

@@ -26,8 +26,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use bulwark_core::config::Config;
-use bulwark_router::Router;
+use bulwark_router::{Router, Tuning};
 use tokio::net::TcpListener;
 
 pub use app::{AppState, build_app};
@@ -62,7 +63,13 @@ pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// Builds the shared state from a validated configuration.
 pub fn build_state(config: &Config) -> Result<AppState, StartError> {
-    let router = Router::from_config(config, upstream_client()?)?;
+    build_state_tuned(config, Tuning::default())
+}
+
+/// [`build_state`] with non-default router [`Tuning`] (tests use it to shorten the
+/// recovery probe interval and remove jitter).
+pub fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppState, StartError> {
+    let router = Router::from_config_tuned(config, upstream_client()?, tuning)?;
     Ok(AppState::new(Arc::new(router)))
 }
 
@@ -73,11 +80,25 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = build_state(config)?;
+    serve(listener, build_state(config)?, shutdown).await
+}
+
+/// Serves an already built state (tests keep `state.router` to watch breakers and
+/// router events).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     state.router.start_health_checks();
     let app = build_app(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bulwark listening on http://{addr}");
+    // Answers are many small writes (SSE frames): Nagle's algorithm would hold them
+    // back for the peer's delayed ACK (~40 ms a frame).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

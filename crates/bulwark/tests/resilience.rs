@@ -1,0 +1,833 @@
+//! Issue 3, "What it must show": one test per fault against the mock providers,
+//! through the real gateway on loopback. Each asserts what the caller got and what the
+//! mocks saw (how many attempts, how far apart, from the mocks' `at_ms`).
+//!
+//! Time is scaled down so the suite stays short: route timeouts first token 1 s, idle
+//! 1 s, total 10 s (the issue's defaults are 15 s, 20 s, 120 s) and breaker open 2 s
+//! (30 s). Each test says how its numbers map to the issue's. Backoff keeps the
+//! default 500 ms base / 8 s cap unless a test says otherwise, and `Retry-After` is
+//! real (it is in whole seconds).
+//!
+//! Measured numbers are printed (`cargo test -p bulwark --test resilience -- --nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod resilience_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulwark_router::{BreakerState, Tuning};
+use futures::StreamExt;
+use resilience_support::*;
+use serde_json::json;
+
+fn scaled() -> Vec<&'static str> {
+    vec![TIMEOUTS, BREAKER]
+}
+
+async fn primary_then_secondary() -> Gw {
+    Gw::start(&route("chat", &[P, S], &scaled())).await
+}
+
+/// 1. 429 with `Retry-After: 2` once → retried after ~2 s (not sooner), answered.
+/// Not scaled: the 2 s is waited for real.
+#[tokio::test]
+async fn a_429_with_retry_after_2_is_retried_after_2s_and_answered() {
+    let g = primary_then_secondary().await;
+    g.primary.push_fault(fault(json!({
+        "fault": {"kind": "status", "status": 429, "retry_after": "2"}, "times": 1
+    })));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    assert_eq!(r.header("x-bulwark-attempts"), "2");
+    let calls = caller_calls(&g.primary);
+    assert_eq!(calls.len(), 2);
+    let gap = gaps(&calls)[0];
+    eprintln!("item 1: retry {gap} ms after the 429 (Retry-After: 2)");
+    assert!(
+        (2000..2700).contains(&gap),
+        "retried {gap} ms after the 429"
+    );
+    assert!(g.secondary.calls().is_empty(), "waited, did not fail over");
+}
+
+/// 2. 429 without a wait signal, persistent → backs off with jitter (never more than
+/// 4 attempts in 3 s), fails over, answered. Default backoff (500 ms base).
+#[tokio::test]
+async fn a_persistent_429_without_a_wait_backs_off_with_jitter_then_fails_over() {
+    let g = primary_then_secondary().await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 429}})));
+    let mut all_gaps = Vec::new();
+    for _ in 0..3 {
+        let before = caller_calls(&g.primary).len();
+        let r = g.openai(&chat(false)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulwark-provider"), "secondary");
+        let calls = caller_calls(&g.primary)[before..].to_vec();
+        assert_eq!(
+            calls.len(),
+            3,
+            "max_attempts on the primary, then fail over"
+        );
+        let span = calls[2].at_ms - calls[0].at_ms;
+        assert!(span < 3000, "3 attempts in {span} ms");
+        let g2 = gaps(&calls);
+        // Full jitter: uniform(0, 500 ms) then uniform(0, 1 s).
+        assert!(g2[0] <= 600 && g2[1] <= 1100, "{g2:?}");
+        all_gaps.push(g2);
+    }
+    eprintln!("item 2: gaps between attempts on the primary per request: {all_gaps:?}");
+    let at_ceiling = all_gaps.iter().all(|g| g[0] >= 450 && g[1] >= 900);
+    assert!(!at_ceiling, "no jitter: {all_gaps:?}");
+    // A throttle is not a health failure: the breaker stayed closed.
+    assert_eq!(g.breaker("primary"), BreakerState::Closed);
+}
+
+/// 3. 500 once → retried on the same target, answered.
+#[tokio::test]
+async fn a_single_500_is_retried_on_the_same_target() {
+    let g = primary_then_secondary().await;
+    g.primary.push_fault(fault(
+        json!({"fault": {"kind": "status", "status": 500}, "times": 1}),
+    ));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    assert_eq!(r.header("x-bulwark-attempts"), "2");
+    let calls = caller_calls(&g.primary);
+    assert_eq!(calls.len(), 2);
+    let gap = gaps(&calls)[0];
+    eprintln!("item 3: retry {gap} ms after the 500");
+    assert!(gap <= 650, "{gap}");
+    assert!(g.secondary.calls().is_empty());
+}
+
+/// 4. 503 persistent → fails over within the retry budget; at most 6 attempts on the
+/// primary (3 on the first request, 2 more open the breaker, then none).
+#[tokio::test]
+async fn a_persistent_503_fails_over_with_at_most_six_attempts_on_the_primary() {
+    let g = primary_then_secondary().await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    let mut attempts = Vec::new();
+    for _ in 0..4 {
+        let r = g.openai(&chat(false)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulwark-provider"), "secondary");
+        attempts.push(r.header("x-bulwark-attempts").to_string());
+    }
+    let calls = caller_calls(&g.primary);
+    eprintln!(
+        "item 4: attempts per request {attempts:?}; primary saw {} calls, gaps {:?}",
+        calls.len(),
+        gaps(&calls)
+    );
+    assert_eq!(attempts, ["4", "3", "1", "1"]);
+    assert_eq!(calls.len(), 5);
+    assert!(calls.len() <= 6);
+    assert_eq!(g.breaker("primary"), BreakerState::Open);
+}
+
+/// 5. Reset before headers → answered.
+#[tokio::test]
+async fn a_connection_reset_before_headers_is_answered() {
+    let g = primary_then_secondary().await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "reset"}, "times": 1})));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    let calls = caller_calls(&g.primary);
+    eprintln!(
+        "item 5: primary saw {} calls (first reset), answered in {} ms",
+        calls.len(),
+        r.ms()
+    );
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].fault.as_deref(), Some("reset"));
+}
+
+/// 6. No response at all → the primary is not retried; the fallback answers well
+/// inside the deadline (first token 1 s, total 10 s).
+#[tokio::test]
+async fn no_response_at_all_is_not_retried_and_the_fallback_answers_inside_the_deadline() {
+    let g = primary_then_secondary().await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "hang"}})));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "secondary");
+    assert_eq!(r.header("x-bulwark-attempts"), "2");
+    assert_eq!(caller_calls(&g.primary).len(), 1, "not retried");
+    eprintln!("item 6: answered by the fallback after {} ms", r.ms());
+    assert!((1000..2000).contains(&r.ms()), "{}", r.ms());
+}
+
+/// 7. First token after 20 s → fails over at the first-token timeout and answers.
+/// Scaled: first-token timeout 1 s (15 s in the issue); the primary's first token
+/// still comes after 20 s.
+#[tokio::test]
+async fn a_first_token_after_20s_fails_over_at_the_first_token_timeout() {
+    let g = primary_then_secondary().await;
+    g.primary.push_fault(fault(
+        json!({"fault": {"kind": "slow_first_token", "delay_ms": 20000}}),
+    ));
+    let r = g.openai(&chat(true)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "secondary");
+    let s = openai_stream(&r.body);
+    assert_eq!(s.text, "Hello from secondary. You said: hello there");
+    assert!(s.done && s.error.is_none() && s.roles == 1, "{}", r.body);
+    assert_eq!(caller_calls(&g.primary).len(), 1);
+    eprintln!(
+        "item 7: complete stream from the fallback after {} ms",
+        r.ms()
+    );
+    assert!((1000..2000).contains(&r.ms()), "{}", r.ms());
+}
+
+/// 8. Stream cut after 40 of 60 tokens → a complete answer from the fallback if
+/// nothing was sent yet, or a clean in-band error; never a successful truncated answer.
+#[tokio::test]
+async fn a_stream_cut_after_40_of_60_tokens_is_never_passed_off_as_complete() {
+    let g = primary_then_secondary().await;
+    set_reply_tokens(&g.primary, 60);
+    set_reply_tokens(&g.secondary, 60);
+    let full = tokens(1, 60);
+
+    // A JSON caller: nothing was sent yet, so the fallback's complete answer.
+    let cut = g
+        .primary
+        .push_fault(fault(json!({"fault": {"kind": "cut", "after_chunks": 40}})));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "secondary");
+    let json = r.json();
+    assert_eq!(json["choices"][0]["message"]["content"], full.trim_end());
+    assert_eq!(json["choices"][0]["finish_reason"], "stop");
+    assert_eq!(json["usage"]["completion_tokens"], 60);
+    let cut_attempts = caller_calls(&g.primary).len();
+    g.primary.remove_fault(cut);
+
+    // A streaming caller: 40 tokens went out, then an in-band error, no [DONE].
+    g.primary.push_fault(fault(
+        json!({"fault": {"kind": "cut", "after_chunks": 40}, "times": 1}),
+    ));
+    let r = g.openai(&chat(true)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    let s = openai_stream(&r.body);
+    assert_eq!(s.text, tokens(1, 40));
+    assert!(s.error.is_some(), "{}", r.body);
+    assert!(!s.done, "no [DONE] after a cut");
+    assert_eq!(s.finish_reason, None, "no finish after a cut");
+    assert!(s.well_formed);
+
+    // The Anthropic ingress: `event: error`, no message_delta stop, no message_stop.
+    g.primary.push_fault(fault(
+        json!({"fault": {"kind": "cut", "after_chunks": 40}, "times": 1}),
+    ));
+    let r = g.anthropic(&anthropic_chat(true)).await;
+    assert_eq!(r.status, 200);
+    let events = anthropic_events(&r.body);
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, tokens(1, 40));
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("error"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|(n, _)| n == "message_stop" || n == "message_delta")
+    );
+    eprintln!(
+        "item 8: JSON caller answered by the fallback after {cut_attempts} cut attempts on the primary; streaming callers got 40 tokens + an in-band error"
+    );
+}
+
+/// 9. Stream stalls for 30 s → detected within the idle timeout; clean error or
+/// complete answer; the gateway is healthy afterwards. Scaled: idle timeout 1 s
+/// (20 s in the issue); the stall still lasts 30 s.
+#[tokio::test]
+async fn a_30s_stall_is_detected_within_the_idle_timeout() {
+    let g = primary_then_secondary().await;
+    set_reply_tokens(&g.primary, 10);
+    set_reply_tokens(&g.secondary, 10);
+    let stall =
+        json!({"fault": {"kind": "stall", "after_chunks": 3, "stall_ms": 30000}, "times": 1});
+
+    // JSON caller: fails over to a complete answer.
+    g.primary.push_fault(fault(stall.clone()));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "secondary");
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        tokens(1, 10).trim_end()
+    );
+    let json_ms = r.ms();
+    assert!((1000..2000).contains(&json_ms), "{json_ms}");
+    assert_eq!(
+        caller_calls(&g.primary).len(),
+        1,
+        "a stalled target is not retried"
+    );
+
+    // Streaming caller: 3 tokens, then a clean in-band error about a second later.
+    g.primary.push_fault(fault(stall));
+    let r = g.openai(&chat(true)).await;
+    assert_eq!(r.status, 200);
+    let s = openai_stream(&r.body);
+    assert_eq!(s.text, tokens(1, 3));
+    let message = s.error.as_ref().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("stalled"), "{message}");
+    assert!(!s.done && s.finish_reason.is_none() && s.well_formed);
+    let stream_ms = r.ms();
+    assert!((1000..2000).contains(&stream_ms), "{stream_ms}");
+
+    // Healthy afterwards.
+    assert!(g.healthy().await);
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    assert!(r.ms() < 500, "{}", r.ms());
+    assert_eq!(g.breaker("primary"), BreakerState::Closed);
+    eprintln!(
+        "item 9: stall detected after {json_ms} ms (JSON, failed over) and {stream_ms} ms (stream, in-band error)"
+    );
+}
+
+/// 10. Malformed chunk mid-stream → skipped or clean error; nothing broken reaches
+/// the caller; the gateway stays up.
+#[tokio::test]
+async fn a_malformed_chunk_mid_stream_never_reaches_the_caller() {
+    let g = primary_then_secondary().await;
+    set_reply_tokens(&g.primary, 10);
+    let malformed = json!({"fault": {"kind": "malformed", "after_chunks": 2}, "times": 1});
+
+    // JSON caller: the broken attempt is retried, the answer is whole.
+    g.primary.push_fault(fault(malformed.clone()));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "primary");
+    assert_eq!(r.header("x-bulwark-attempts"), "2");
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"],
+        tokens(1, 10).trim_end()
+    );
+
+    // Streaming caller: 2 tokens, then a clean error event; every frame is valid.
+    g.primary.push_fault(fault(malformed.clone()));
+    let r = g.openai(&chat(true)).await;
+    let s = openai_stream(&r.body);
+    assert!(s.well_formed, "{}", r.body);
+    assert_eq!(s.text, tokens(1, 2));
+    assert!(s.error.is_some() && !s.done, "{}", r.body);
+    g.primary.push_fault(fault(malformed));
+    let r = g.anthropic(&anthropic_chat(true)).await;
+    let events = anthropic_events(&r.body);
+    assert!(events.iter().all(|(_, d)| !d.is_null()), "{}", r.body);
+    assert_eq!(events.last().map(|e| e.0.as_str()), Some("error"));
+
+    assert!(g.healthy().await);
+    assert_eq!(g.openai(&chat(false)).await.status, 200);
+}
+
+/// 11. Stream ends without its terminator → finalised at once, with usage. Addressed
+/// as `provider/model`, so the default policy applies (idle timeout 20 s): "at once"
+/// means well under that.
+#[tokio::test]
+async fn a_stream_without_its_terminator_is_finalised_at_once_with_usage() {
+    let g = primary_then_secondary().await;
+    let mut measured = Vec::new();
+    for (mock, model) in [
+        (&g.primary, "primary/claude-test"),
+        (&g.secondary, "secondary/gpt-test"),
+    ] {
+        mock.push_fault(fault(
+            json!({"fault": {"kind": "no_terminator"}, "times": 2}),
+        ));
+        let r = g.openai(&openai_body(model, true)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let s = openai_stream(&r.body);
+        assert!(s.done && s.error.is_none(), "{}", r.body);
+        assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+        let usage = s.usage.unwrap();
+        assert!(usage["completion_tokens"].as_u64().unwrap() > 0, "{usage}");
+        assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "{usage}");
+        assert!(r.ms() < 1000, "{}", r.ms());
+        measured.push((model, r.ms()));
+
+        let r = g.openai(&openai_body(model, false)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+        assert!(r.ms() < 1000);
+        assert_eq!(caller_calls(mock).len(), 2, "no retry");
+    }
+    eprintln!("item 11: unterminated streams finalised in {measured:?} ms");
+}
+
+/// 12. Context length exceeded → exactly one attempt on that model; routed to a
+/// larger declared window or a clean error.
+#[tokio::test]
+async fn context_length_exceeded_is_one_attempt_then_a_larger_window_or_a_clean_error() {
+    let small = "{provider: secondary, model: gpt-small, context_window: 8000}";
+    let also_small = "{provider: primary, model: claude-test, context_window: 8000}";
+    let big = "{provider: tertiary, model: gemini-big, context_window: 1000000}";
+    let routes = route("chat", &[small, also_small, big], &scaled())
+        + &route("small", &[small, also_small], &scaled());
+    let g = Gw::start(&routes).await;
+    g.secondary.push_fault(fault(json!({
+        "fault": {"kind": "status", "status": 400, "code": "context_length_exceeded",
+                  "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."},
+        "model": "gpt-small"
+    })));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-provider"), "tertiary");
+    assert_eq!(r.json()["model"], "gemini-big");
+    assert_eq!(
+        caller_calls(&g.secondary).len(),
+        1,
+        "one attempt on that model"
+    );
+    assert!(
+        g.primary.calls().is_empty(),
+        "a window no larger is skipped"
+    );
+
+    let r = g.openai(&openai_body("small", false)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.header("x-bulwark-attempts"), "1");
+    let err = &r.json()["error"];
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length"),
+        "{err}"
+    );
+    assert_eq!(err["code"], "context_length_exceeded");
+    assert_eq!(caller_calls(&g.secondary).len(), 2);
+    assert!(g.primary.calls().is_empty());
+}
+
+/// 13. Content-policy rejection → exactly one attempt; the reason reaches the caller.
+#[tokio::test]
+async fn a_content_policy_rejection_is_one_attempt_and_its_reason_reaches_the_caller() {
+    let g = Gw::start(&route("chat", &[S, P], &scaled())).await;
+    let reason = "Your request was rejected as a result of our safety system.";
+    g.secondary.push_fault(fault(json!({
+        "fault": {"kind": "status", "status": 400, "code": "content_policy_violation", "message": reason}
+    })));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["message"], reason);
+    assert_eq!(r.header("x-bulwark-attempts"), "1");
+    assert_eq!(caller_calls(&g.secondary).len(), 1);
+    assert!(
+        g.primary.calls().is_empty(),
+        "no failover on a refusal by default"
+    );
+    let r = g.anthropic(&anthropic_chat(false)).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["message"], reason);
+}
+
+/// 14. Stream cut, and the fallback rejects a prefill → the caller never sees the
+/// prefill error as the final error. (And when it accepts, the answer continues.)
+#[tokio::test]
+async fn a_cut_stream_whose_fallback_rejects_the_prefill_ends_with_the_original_error() {
+    let fallback = "{provider: secondary, model: gpt-test, accepts_prefill: true}";
+    let g = Gw::start(&route(
+        "chat",
+        &[P, fallback],
+        &[TIMEOUTS, BREAKER, "resume_streams: true"],
+    ))
+    .await;
+    set_reply_tokens(&g.primary, 20);
+    let cut = json!({"fault": {"kind": "cut", "after_chunks": 5}, "times": 1});
+
+    g.primary.push_fault(fault(cut.clone()));
+    g.secondary.push_fault(fault(json!({
+        "fault": {"kind": "status", "status": 400, "message": "assistant prefill is not supported here"},
+        "times": 1
+    })));
+    let r = g.openai(&chat(true)).await;
+    assert_eq!(r.status, 200);
+    let s = openai_stream(&r.body);
+    assert_eq!(s.text, tokens(1, 5));
+    let message = s.error.as_ref().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!message.contains("prefill"), "{message}");
+    assert!(message.contains("incomplete"), "{message}");
+    assert!(!s.done);
+    let tried = caller_calls(&g.secondary);
+    assert_eq!(tried.len(), 1);
+    let last = tried[0].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["role"], "assistant");
+    assert_eq!(last["content"], tokens(1, 5));
+
+    // The same cut with a fallback that takes the prefill: one complete stream.
+    g.primary.push_fault(fault(cut));
+    let r = g.openai(&chat(true)).await;
+    let s = openai_stream(&r.body);
+    assert!(s.done && s.error.is_none(), "{}", r.body);
+    assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+    assert!(s.text.starts_with(&tokens(1, 5)), "{}", s.text);
+    assert!(
+        s.text
+            .ends_with("Hello from secondary. You said: hello there"),
+        "{}",
+        s.text
+    );
+    assert_eq!(s.roles, 1);
+}
+
+/// 15. Primary down for 60 s then healthy, one request every 4 s → every request
+/// answered; while the breaker is open the primary sees only probes; traffic returns
+/// within 30 s of recovery. Scaled 10×: down 6 s, a request every 400 ms, back within
+/// 3 s; breaker open 3 s × trips; recovery probes every 500 ms (`Tuning`, 5 s by
+/// default); backoff 50 ms base.
+#[tokio::test]
+async fn a_primary_outage_is_ridden_out_and_traffic_returns_after_recovery() {
+    let tuning = Tuning {
+        recovery_probe_interval: Duration::from_millis(500),
+        ..Tuning::default()
+    };
+    let routes = route(
+        "chat",
+        &[P, S],
+        &[
+            TIMEOUTS,
+            "circuit_breaker: {open_for: 3s, max_open_for: 30s}",
+            "retry: {max_attempts: 3, base_delay: 50ms, max_delay: 800ms}",
+        ],
+    );
+    let g = Arc::new(Gw::start_with(&routes, "", tuning).await);
+    let transitions = g.watch_breakers();
+    let outage = g
+        .primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    let start = tokio::time::Instant::now();
+    let start_ms = g.t0.elapsed().as_millis() as u64;
+    let mut requests = Vec::new();
+    let mut recovered_ms = 0;
+    for k in 0..25u64 {
+        tokio::time::sleep_until(start + Duration::from_millis(k * 400)).await;
+        if k == 15 {
+            g.primary.remove_fault(outage);
+            recovered_ms = g.t0.elapsed().as_millis() as u64;
+        }
+        let g = Arc::clone(&g);
+        requests.push(tokio::spawn(async move { g.openai(&chat(false)).await }));
+    }
+    let mut served = Vec::new();
+    for r in requests {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, 200, "every request is answered: {}", r.body);
+        served.push((r.sent_ms, r.header("x-bulwark-provider").to_string()));
+    }
+
+    // Open periods of the primary's breaker, from the router's events.
+    let transitions: Vec<_> = transitions
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| t.1 == "primary")
+        .map(|t| (t.0, t.2, t.3))
+        .collect();
+    let mut open = Vec::new();
+    for (i, (at, _, to)) in transitions.iter().enumerate() {
+        if *to == BreakerState::Open {
+            let until = transitions.get(i + 1).map_or(u64::MAX, |t| t.0);
+            open.push((*at, until));
+        }
+    }
+    assert!(!open.is_empty(), "{transitions:?}");
+    // No caller traffic reached the primary while its breaker was open.
+    let callers: Vec<u64> = caller_calls(&g.primary).iter().map(|c| c.at_ms).collect();
+    for at in &callers {
+        assert!(
+            !open
+                .iter()
+                .any(|(from, to)| at > &(from + 20) && *at + 20 < *to),
+            "caller call at {at} ms while open {open:?}"
+        );
+    }
+    let probes = probe_calls(&g.primary);
+    assert!(!probes.is_empty());
+    let back = served
+        .iter()
+        .find(|(at, p)| *at >= recovered_ms && p == "primary")
+        .map(|(at, _)| at - recovered_ms)
+        .unwrap();
+    assert!(back <= 3000, "traffic back {back} ms after recovery");
+    assert!(
+        served[20..].iter().all(|(_, p)| p == "primary"),
+        "{served:?}"
+    );
+    eprintln!(
+        "item 15: outage {}..{} ms; breaker {transitions:?}; open periods {open:?}; {} probes; primary caller calls at {callers:?}; traffic back {back} ms after recovery",
+        start_ms,
+        recovered_ms,
+        probes.len()
+    );
+}
+
+/// 16. Primary 503, fallback answers → the caller sees the fallback's model and usage
+/// (failed attempts are not billed).
+#[tokio::test]
+async fn the_caller_sees_the_fallbacks_model_and_usage() {
+    let g = primary_then_secondary().await;
+    let direct = g.openai(&openai_body("secondary/gpt-test", false)).await;
+    let usage = direct.json()["usage"].clone();
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], "gpt-test");
+    assert_eq!(r.json()["usage"], usage);
+
+    let r = g.openai(&chat(true)).await;
+    let s = openai_stream(&r.body);
+    assert_eq!(s.usage.unwrap(), usage);
+    assert!(r.body.contains("\"model\":\"gpt-test\""));
+
+    let r = g.anthropic(&anthropic_chat(false)).await;
+    let json = r.json();
+    assert_eq!(json["model"], "gpt-test");
+    assert_eq!(json["usage"]["input_tokens"], usage["prompt_tokens"]);
+    assert_eq!(json["usage"]["output_tokens"], usage["completion_tokens"]);
+}
+
+/// Three targets where the first two fail in different ways: the primary 503s
+/// (retried, then its breaker opens), the secondary is out of quota (no retry, then
+/// skipped), the tertiary answers.
+#[tokio::test]
+async fn three_targets_where_the_first_two_fail_in_different_ways() {
+    let g = Gw::start(&route("chat", &[P, S, T], &scaled())).await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    g.secondary.push_fault(fault(json!({
+        "fault": {"kind": "status", "status": 429, "code": "insufficient_quota",
+                  "message": "You exceeded your current quota, please check your plan and billing details."}
+    })));
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let r = g.openai(&chat(false)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulwark-provider"), "tertiary");
+        assert_eq!(r.json()["model"], "gemini-test");
+        attempts.push(r.header("x-bulwark-attempts").to_string());
+    }
+    assert_eq!(attempts, ["5", "3", "1"]);
+    assert_eq!(caller_calls(&g.primary).len(), 5);
+    assert_eq!(
+        caller_calls(&g.secondary).len(),
+        1,
+        "quota: no retry, then skipped"
+    );
+    assert_eq!(caller_calls(&g.tertiary).len(), 3);
+}
+
+/// All targets down → a fast, clean 503 with `Retry-After`; no queue: once every
+/// breaker is open, one trial at a time goes upstream and everyone else is refused at
+/// once (here the dead upstreams hang, so a trial waits the 1 s first-token timeout).
+#[tokio::test]
+async fn all_targets_down_gets_a_fast_clean_503_with_retry_after_and_no_queue() {
+    let settings = [
+        TIMEOUTS,
+        "circuit_breaker: {consecutive_failures: 3, open_for: 30s}",
+        "retry: {max_attempts: 3, base_delay: 50ms, max_delay: 200ms}",
+    ];
+    let g = Gw::start(&route("chat", &[P, S], &settings)).await;
+    for mock in [&g.primary, &g.secondary] {
+        mock.push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    }
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert!(r.json()["error"]["message"].is_string());
+    assert_eq!(r.header("x-bulwark-attempts"), "6");
+    assert!(r.ms() < 1000, "{}", r.ms());
+    assert_eq!(g.breaker("primary"), BreakerState::Open);
+    assert_eq!(g.breaker("secondary"), BreakerState::Open);
+
+    // Now the upstreams hang. 20 callers at once.
+    for mock in [&g.primary, &g.secondary] {
+        mock.clear_faults();
+        mock.push_fault(fault(json!({"fault": {"kind": "hang"}})));
+    }
+    let before = g.primary.calls().len() + g.secondary.calls().len();
+    let burst: Vec<Resp> = futures::stream::iter(0..20)
+        .map(|i| {
+            let g = &g;
+            async move {
+                if i % 2 == 0 {
+                    g.openai(&chat(false)).await
+                } else {
+                    g.anthropic(&anthropic_chat(false)).await
+                }
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let upstream = g.primary.calls().len() + g.secondary.calls().len() - before;
+    let fast: Vec<u64> = burst
+        .iter()
+        .filter(|r| r.ms() < 300)
+        .map(Resp::ms)
+        .collect();
+    for r in &burst {
+        assert!(matches!(r.status, 503 | 504), "{} {}", r.status, r.body);
+        assert!(!r.header("retry-after").is_empty(), "{}", r.body);
+        let json = r.json();
+        assert!(json["error"]["message"].is_string(), "{json}");
+    }
+    eprintln!(
+        "all down: first 503 in {} ms; burst of 20: {} refused in <300 ms (max {:?} ms), {} upstream calls",
+        r.ms(),
+        fast.len(),
+        fast.iter().max(),
+        upstream
+    );
+    assert!(upstream <= 2, "{upstream} upstream calls for 20 callers");
+    assert!(fast.len() >= 18, "{fast:?}");
+    assert!(burst.iter().all(|r| r.ms() < 2000));
+}
+
+/// The retry budget under a storm: every target fails half the time (alternate calls
+/// 503), 200 callers, 20 at a time; upstream attempts stay ≤ 1.2 × caller requests
+/// (default budget: 20 % plus 1/s). The breakers are set out of reach so the budget
+/// alone is measured; backoff 10 ms base so the storm is quick.
+#[tokio::test]
+async fn the_retry_budget_holds_under_a_storm() {
+    let settings = [
+        TIMEOUTS,
+        "circuit_breaker: {consecutive_failures: 100000, min_calls: 100000}",
+        "retry: {max_attempts: 3, base_delay: 10ms, max_delay: 50ms}",
+    ];
+    let g = Gw::start(&route("chat", &[P, S], &settings)).await;
+    for mock in [&g.primary, &g.secondary] {
+        for _ in 0..400 {
+            mock.push_fault(fault(
+                json!({"fault": {"kind": "status", "status": 503}, "times": 1}),
+            ));
+            mock.push_fault(fault(
+                json!({"fault": {"kind": "slow_first_token", "delay_ms": 0}, "times": 1}),
+            ));
+        }
+    }
+    let callers = 200;
+    let results: Vec<Resp> = futures::stream::iter(0..callers)
+        .map(|_| {
+            let g = &g;
+            async move { g.openai(&chat(false)).await }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let answered = results.iter().filter(|r| r.status == 200).count();
+    for r in results.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(!r.header("retry-after").is_empty());
+    }
+    let upstream = g.primary.calls().len() + g.secondary.calls().len();
+    eprintln!(
+        "storm: {callers} callers, {answered} answered, {upstream} upstream attempts ({:.2}×)",
+        upstream as f64 / callers as f64
+    );
+    assert!(
+        upstream as f64 <= 1.2 * callers as f64,
+        "{upstream} upstream attempts for {callers} callers"
+    );
+    assert!(answered >= callers / 2, "{answered}");
+}
+
+/// Concurrent requests during an outage: once the primary's breaker is open, a burst
+/// of 30 callers all reach the fallback and the primary sees none of them.
+#[tokio::test]
+async fn concurrent_requests_during_an_outage_all_reach_the_fallback() {
+    let g = Gw::start(&route(
+        "chat",
+        &[P, S],
+        &[TIMEOUTS, "circuit_breaker: {open_for: 30s}"],
+    ))
+    .await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    while g.breaker("primary") != BreakerState::Open {
+        assert_eq!(g.openai(&chat(false)).await.status, 200);
+    }
+    let before = caller_calls(&g.primary).len();
+    let burst: Vec<Resp> = futures::stream::iter(0..30)
+        .map(|_| {
+            let g = &g;
+            async move { g.openai(&chat(false)).await }
+        })
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    assert!(burst.iter().all(|r| r.status == 200
+        && r.header("x-bulwark-provider") == "secondary"
+        && r.header("x-bulwark-attempts") == "1"));
+    assert_eq!(caller_calls(&g.primary).len(), before);
+    let slowest = burst.iter().map(Resp::ms).max().unwrap();
+    eprintln!(
+        "outage burst: 30/30 answered by the fallback, slowest {slowest} ms, primary untouched"
+    );
+}
+
+/// A burst at the very onset of an outage, before the breaker has seen a failure:
+/// each caller gets the fallback's answer or a fast, clean 503 with `Retry-After`
+/// (failing over spends the retry budget, which a fresh, quiet gateway has little
+/// of), and the primary sees at most one call per caller.
+#[tokio::test]
+async fn a_burst_at_the_onset_of_an_outage_gets_answers_or_clean_errors() {
+    let g = primary_then_secondary().await;
+    g.primary
+        .push_fault(fault(json!({"fault": {"kind": "status", "status": 503}})));
+    let burst: Vec<Resp> = futures::stream::iter(0..20)
+        .map(|_| {
+            let g = &g;
+            async move { g.openai(&chat(false)).await }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let answered = burst.iter().filter(|r| r.status == 200).count();
+    for r in burst.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(!r.header("retry-after").is_empty());
+    }
+    let primary = caller_calls(&g.primary).len();
+    let upstream = primary + caller_calls(&g.secondary).len();
+    eprintln!(
+        "onset burst: {answered}/20 answered, primary saw {primary} calls, {upstream} upstream in all, slowest {} ms",
+        burst.iter().map(Resp::ms).max().unwrap()
+    );
+    assert!(primary <= 20 + 10, "{primary}");
+    assert!(upstream as f64 <= 1.2 * 20.0 + 10.0, "{upstream}");
+}
