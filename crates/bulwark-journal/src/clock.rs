@@ -16,8 +16,7 @@ impl Clock {
 
     #[cfg(test)]
     pub(crate) fn advance(&self, by: Duration) {
-        self.skew_ms
-            .fetch_add(duration_ms(by), Ordering::Relaxed);
+        self.skew_ms.fetch_add(duration_ms(by), Ordering::Relaxed);
     }
 }
 
@@ -40,8 +39,8 @@ pub(crate) fn from_unix_ms(ms: i64) -> SystemTime {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC (`2026-11-28T04:41:16.123Z`).
-pub(crate) fn rfc3339(ms: i64) -> String {
+/// RFC 3339 with milliseconds, UTC (`2026-11-28T04:41:16.123Z`), of Unix milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string()
 }
 

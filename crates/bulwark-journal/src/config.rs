@@ -278,6 +278,10 @@ mod tests {
         assert!(cfg.validate().is_ok());
         assert!(BackupConfig::new("ftp://x/y").validate().is_err());
         assert!(BackupConfig::new("file://relative/dir").validate().is_err());
-        assert!(BackupConfig::new("file:///var/backups/bulwark").validate().is_ok());
+        assert!(
+            BackupConfig::new("file:///var/backups/bulwark")
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -38,7 +38,16 @@ impl From<tokio_postgres::Error> for JournalError {
         // The Display of a db error is terse; include the server's message and detail.
         match err.as_db_error() {
             Some(db) => JournalError::Postgres(format!("{}: {}", db.code().code(), db.message())),
-            None => JournalError::Postgres(err.to_string()),
+            None => {
+                let mut text = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                JournalError::Postgres(text)
+            }
         }
     }
 }

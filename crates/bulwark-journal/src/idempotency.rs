@@ -43,8 +43,8 @@ pub enum Claim {
     New(ClaimLease),
     /// Answered before: send this without calling a provider.
     Completed(Box<StoredAnswer>),
-    /// The first request with this key is running: `wait()` for it, then act on the
-    /// claim that returns (bound it by the request's deadline).
+    /// The first request with this key is running: `wait()` for it (bounded by the
+    /// request's deadline), then act on the claim that returns.
     InFlight(InFlight),
     /// The key was used with another body (422).
     Mismatch,
@@ -78,10 +78,10 @@ impl ClaimLease {
 impl Drop for ClaimLease {
     fn drop(&mut self) {
         let Some(pending) = &self.pending else { return };
-        if pending.abandon(&self.key, self.token) {
-            if let Some(reservation) = self.reservation.take() {
-                reservation.release();
-            }
+        if pending.abandon(&self.key, self.token)
+            && let Some(reservation) = self.reservation.take()
+        {
+            reservation.release();
         }
     }
 }
@@ -97,17 +97,24 @@ pub struct InFlight {
 
 impl InFlight {
     /// Resolves when the first request finished (or, for a first request on another
-    /// node, at the next poll that sees it finished), with a fresh claim.
+    /// node, at the next poll that sees it finished) with the claim that follows:
+    /// `New`, `Completed` or `Mismatch`, never `InFlight`.
     pub async fn wait(self) -> Result<Claim> {
-        if let Some(mut rx) = self.local {
-            // Only ever closed, never sent to: `changed` returns when the sender is dropped.
-            let _ = rx.changed().await;
-            return self.journal.claim(&self.key, &self.body_hash).await;
-        }
+        let mut current = self;
         loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            match self.journal.claim(&self.key, &self.body_hash).await? {
-                Claim::InFlight(_) => continue,
+            match current.local.take() {
+                // Only ever closed, never sent to: `changed` returns when the sender is dropped.
+                Some(mut rx) => {
+                    let _ = rx.changed().await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+            match current
+                .journal
+                .claim(&current.key, &current.body_hash)
+                .await?
+            {
+                Claim::InFlight(next) => current = next,
                 settled => return Ok(settled),
             }
         }
@@ -174,7 +181,9 @@ impl Pending {
     /// request's `complete` commits.
     pub(crate) fn attach(&self, key: &str, request_id: &str) {
         let mut inner = self.lock();
-        let Some(entry) = inner.by_key.get_mut(key) else { return };
+        let Some(entry) = inner.by_key.get_mut(key) else {
+            return;
+        };
         entry.request_id = Some(request_id.to_string());
         inner
             .key_of_request
@@ -262,7 +271,11 @@ impl Journal {
             return Ok(Claim::Mismatch);
         }
         match row.state.as_str() {
-            "completed" => match row.answer.as_deref().map(serde_json::from_str::<StoredAnswer>) {
+            "completed" => match row
+                .answer
+                .as_deref()
+                .map(serde_json::from_str::<StoredAnswer>)
+            {
                 Some(Ok(answer)) => Ok(Claim::Completed(Box::new(answer))),
                 // Answered, but the answer is not kept (restored from a snapshot that
                 // left answers out): running it again is the only way to answer.

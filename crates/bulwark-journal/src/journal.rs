@@ -106,7 +106,12 @@ impl Journal {
                 health,
                 clock,
             };
-            return Ok((Journal { inner: Arc::new(inner) }, Recovery::default()));
+            return Ok((
+                Journal {
+                    inner: Arc::new(inner),
+                },
+                Recovery::default(),
+            ));
         }
         let ttl_ms = duration_ms(cfg.idempotency_ttl.0);
         let (mut store, reader, stale) = match cfg.backend {
@@ -134,7 +139,11 @@ impl Journal {
                     .ok_or_else(|| JournalError::Config("journal.url is required".into()))?;
                 let (writer, reader) = postgres::open(url.expose(), &node).await?;
                 let stale = writer.in_flight_ids(&node).await?;
-                (WriterStore::Postgres(Box::new(writer)), Reader::Postgres(reader), stale)
+                (
+                    WriterStore::Postgres(Box::new(writer)),
+                    Reader::Postgres(reader),
+                    stale,
+                )
             }
         };
         // Recovery: one interrupt record per request a previous run left open.
@@ -193,14 +202,65 @@ impl Journal {
             health,
             clock,
         };
-        Ok((Journal { inner: Arc::new(inner) }, recovery))
+        Ok((
+            Journal {
+                inner: Arc::new(inner),
+            },
+            recovery,
+        ))
+    }
+
+    /// Opens an existing journal for queries only (the CLI, while a gateway holds it):
+    /// no writer, no recovery; writes fail.
+    pub async fn open_read_only(cfg: &JournalConfig) -> Result<Journal> {
+        cfg.validate().map_err(JournalError::Config)?;
+        let node = cfg.node();
+        let reader = match (cfg.durability, cfg.backend) {
+            (Durability::Off, _) => None,
+            (_, BackendKind::Sqlite) => {
+                Some(Reader::Sqlite(sqlite::SqliteReader::open(&cfg.path)?))
+            }
+            (_, BackendKind::Postgres) => {
+                let url = cfg
+                    .url
+                    .as_ref()
+                    .ok_or_else(|| JournalError::Config("journal.url is required".into()))?;
+                Some(Reader::Postgres(postgres::open_reader(
+                    url.expose(),
+                    &node,
+                )?))
+            }
+        };
+        let inner = Inner {
+            cfg: cfg.clone(),
+            node,
+            tx: None,
+            reader,
+            pending: Arc::new(Pending::default()),
+            health: Arc::new(HealthState::default()),
+            clock: Clock::default(),
+        };
+        Ok(Journal {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn no_writer(&self) -> Result<()> {
+        match self.inner.cfg.durability {
+            Durability::Off => Ok(()),
+            _ => Err(JournalError::Unavailable(
+                "this journal handle is read-only".into(),
+            )),
+        }
     }
 
     /// Records an accepted request, before any provider is called. With `sync`
     /// durability it returns after the commit that holds it; an error means the
     /// request must not run (answer 503: [`JournalError::to_gateway_error`]).
     pub async fn begin(&self, req: NewRequest) -> Result<()> {
-        let Some(tx) = &self.inner.tx else { return Ok(()) };
+        let Some(tx) = &self.inner.tx else {
+            return self.no_writer();
+        };
         let bodies = self.inner.cfg.bodies;
         let key = req.idempotency_key.clone();
         let received_at = unix_ms(req.received_at);
@@ -255,7 +315,9 @@ impl Journal {
             status: attempt.status,
             error: attempt.error,
         };
-        let Ok(payload) = serde_json::to_string(&payload) else { return };
+        let Ok(payload) = serde_json::to_string(&payload) else {
+            return;
+        };
         let op = WriteOp {
             record: PendingRecord {
                 kind: RecordKind::Attempt,
@@ -266,7 +328,7 @@ impl Journal {
             ack: None,
             release: None,
         };
-        if tx.try_send(Command::Write(op)).is_err() {
+        if tx.try_send(Command::Write(Box::new(op))).is_err() {
             self.inner
                 .health
                 .dropped_attempts
@@ -278,7 +340,9 @@ impl Journal {
     /// commit (release the answer, or a stream's final event, only then: RPO 0); with
     /// `batched`, after enqueue.
     pub async fn complete(&self, id: &str, outcome: Outcome) -> Result<()> {
-        let Some(tx) = &self.inner.tx else { return Ok(()) };
+        let Some(tx) = &self.inner.tx else {
+            return self.no_writer();
+        };
         let bodies = self.inner.cfg.bodies;
         let key = self.inner.pending.key_of(id);
         let status = match outcome.status {
@@ -287,14 +351,16 @@ impl Journal {
         };
         // The replayable answer is kept whole whatever `bodies` says (see crate docs).
         let answer = match (&key, &outcome.response, status) {
-            (Some(_), Some(response), Status::Completed) => Some(serde_json::to_string(&StoredAnswer {
-                request_id: id.to_string(),
-                provider: outcome.provider.clone(),
-                model: outcome.model.clone(),
-                response: response.clone(),
-                usage: outcome.usage,
-                completed_at: self.inner.clock.now_ms(),
-            })?),
+            (Some(_), Some(response), Status::Completed) => {
+                Some(serde_json::to_string(&StoredAnswer {
+                    request_id: id.to_string(),
+                    provider: outcome.provider.clone(),
+                    model: outcome.model.clone(),
+                    response: response.clone(),
+                    usage: outcome.usage,
+                    completed_at: self.inner.clock.now_ms(),
+                })?)
+            }
             _ => None,
         };
         let response = match outcome.response {
@@ -347,11 +413,17 @@ impl Journal {
             ack,
             release,
         };
-        if let Err(mpsc::error::SendError(Command::Write(op))) = tx.send(Command::Write(op)).await {
+        if let Err(mpsc::error::SendError(Command::Write(op))) =
+            tx.send(Command::Write(Box::new(op))).await
+        {
             if let Some(release) = op.release {
-                self.inner.pending.release(&release.key, &release.request_id);
+                self.inner
+                    .pending
+                    .release(&release.key, &release.request_id);
             }
-            return Err(JournalError::Unavailable("the journal writer has stopped".into()));
+            return Err(JournalError::Unavailable(
+                "the journal writer has stopped".into(),
+            ));
         }
         match done {
             Some(done) => done
@@ -373,7 +445,9 @@ impl Journal {
     }
 
     async fn control(&self, make: fn(writer::Ack) -> Command) -> Result<()> {
-        let Some(tx) = &self.inner.tx else { return Ok(()) };
+        let Some(tx) = &self.inner.tx else {
+            return Ok(());
+        };
         let (ack, done) = oneshot::channel();
         if tx.send(make(ack)).await.is_err() {
             return Ok(()); // already stopped: nothing is queued
@@ -466,10 +540,5 @@ impl Journal {
 
     pub(crate) fn idempotency_ttl_ms(&self) -> i64 {
         duration_ms(self.inner.cfg.idempotency_ttl.0)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.inner.clock
     }
 }

@@ -104,7 +104,7 @@
 //! # Backups
 //!
 //! See [`backup`] for the object layout, shipping, retention and the RPO exposure,
-//! and [`restore`] for restore and verify.
+//! and [`mod@restore`] for restore and verify.
 
 pub mod backup;
 mod clock;
@@ -125,10 +125,13 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use backup::{Backup, BackupRun, BackupStatus, BackupTarget};
+pub use clock::{parse_time, rfc3339};
 pub use config::{BackendKind, BackupConfig, Bodies, Durability, JournalConfig};
 pub use error::{JournalError, Result};
 pub use idempotency::{Claim, ClaimLease, InFlight};
 pub use journal::{Journal, JournalHealth, Recovery};
 pub use query::{ExportFilter, RequestSummary, Stats};
 pub use record::Status;
+pub use restore::{RestoreReport, VerifyReport, restore, verify};
 pub use types::{AttemptRecord, NewRequest, Outcome, OutcomeStatus, StoredAnswer, body_hash};

@@ -60,7 +60,9 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     pub(crate) fn release(self) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         handle.spawn(async move {
             let result = async {
                 let client = self.pool.get().await?;
@@ -108,17 +110,7 @@ pub(crate) async fn open(url: &str, node: &str) -> Result<(PgWriter, PgReader)> 
     .await?;
     tx.commit().await?;
     let statements = Statements::prepare(&client).await?;
-    let manager = Manager::from_config(
-        config.clone(),
-        tls.clone(),
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    let pool = Pool::builder(manager)
-        .max_size(8)
-        .build()
-        .map_err(|e| JournalError::Postgres(format!("connection pool: {e}")))?;
+    let pool = pool(config.clone(), tls.clone())?;
     let writer = PgWriter {
         client,
         statements,
@@ -130,6 +122,30 @@ pub(crate) async fn open(url: &str, node: &str) -> Result<(PgWriter, PgReader)> 
         instance: format!("{node}/{}", uuid::Uuid::new_v4()),
     };
     Ok((writer, reader))
+}
+
+/// The readers' pool alone, for a read-only journal (no schema changes, no writer).
+pub(crate) fn open_reader(url: &str, node: &str) -> Result<PgReader> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| JournalError::Config(format!("journal.url: {e}")))?;
+    Ok(PgReader {
+        pool: pool(config, tls()?)?,
+        instance: format!("{node}/{}", uuid::Uuid::new_v4()),
+    })
+}
+
+fn pool(config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .map_err(|e| JournalError::Postgres(format!("connection pool: {e}")))
 }
 
 async fn connect(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Result<Client> {
@@ -221,7 +237,11 @@ impl PgWriter {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(crate) async fn commit(&mut self, batch: &[PendingRecord], now_ms: i64) -> Result<(i64, i64)> {
+    pub(crate) async fn commit(
+        &mut self,
+        batch: &[PendingRecord],
+        now_ms: i64,
+    ) -> Result<(i64, i64)> {
         if self.client.is_closed() {
             self.client = connect(&self.config, &self.tls).await?;
             self.statements = Statements::prepare(&self.client).await?;
@@ -279,8 +299,11 @@ async fn fold(
             let inserted = tx.execute(&s.begin, &params).await?;
             if let (1, Some(key)) = (inserted, idempotency_key) {
                 let hash = body_hash.clone().unwrap_or_default();
-                tx.execute(&s.begin_key, &[key, &hash, &r.request_id, received_at, node])
-                    .await?;
+                tx.execute(
+                    &s.begin_key,
+                    &[key, &hash, &r.request_id, received_at, node],
+                )
+                .await?;
             }
         }
         IndexUpdate::Attempt { n } => {
@@ -402,7 +425,11 @@ impl PgReader {
         }))
     }
 
-    pub(crate) async fn list(&self, status: Option<Status>, limit: usize) -> Result<Vec<RequestSummary>> {
+    pub(crate) async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<RequestSummary>> {
         let client = self.pool.get().await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let status = status.map(Status::as_str);

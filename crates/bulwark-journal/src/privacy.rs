@@ -112,11 +112,14 @@ mod tests {
         assert_eq!(out["system"][0], "[redacted 14 chars]");
         assert_eq!(out["messages"][0]["role"], "user");
         assert_eq!(out["messages"][0]["content"][0]["type"], "text");
-        assert_eq!(out["messages"][0]["content"][0]["text"], "[redacted 24 chars]");
+        assert_eq!(
+            out["messages"][0]["content"][0]["text"],
+            "[redacted 24 chars]"
+        );
         let call = &out["messages"][1]["content"][0];
         assert_eq!(call["name"], "lookup");
         assert_eq!(call["id"], "call_1");
-        assert_eq!(call["input"], "[redacted 10 chars]");
+        assert_eq!(call["input"], "[redacted 12 chars]");
         let result = &out["messages"][2]["content"][0];
         assert_eq!(result["tool_use_id"], "call_1");
         assert_eq!(result["content"][0]["text"], "[redacted 2 chars]");
@@ -127,7 +130,14 @@ mod tests {
         assert_eq!(out["max_tokens"], 100);
         assert_eq!(out["stream"], true);
         let text = out.to_string();
-        for secret in ["secret plan", "terse", "plan\"", "42", "iVBOR", "Looks things"] {
+        for secret in [
+            "secret plan",
+            "terse",
+            "plan\"",
+            "42",
+            "iVBOR",
+            "Looks things",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
     }
@@ -150,7 +160,10 @@ mod tests {
 
     #[test]
     fn full_keeps_everything_and_none_keeps_nothing() {
-        assert_eq!(filter_body(Bodies::Full, sample_request()), sample_request());
+        assert_eq!(
+            filter_body(Bodies::Full, sample_request()),
+            sample_request()
+        );
         assert_eq!(filter_body(Bodies::None, sample_request()), Value::Null);
     }
 }

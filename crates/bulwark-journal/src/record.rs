@@ -76,7 +76,9 @@ impl RecordKind {
             "attempt" => Ok(RecordKind::Attempt),
             "complete" => Ok(RecordKind::Complete),
             "interrupt" => Ok(RecordKind::Interrupt),
-            other => Err(JournalError::Corrupt(format!("unknown record kind {other:?}"))),
+            other => Err(JournalError::Corrupt(format!(
+                "unknown record kind {other:?}"
+            ))),
         }
     }
 }
@@ -95,7 +97,13 @@ pub(crate) struct Record {
 
 impl Record {
     pub(crate) fn checksum_ok(&self) -> bool {
-        record_crc(self.seq, self.at_ms, &self.kind, &self.request_id, &self.payload) == self.crc
+        record_crc(
+            self.seq,
+            self.at_ms,
+            &self.kind,
+            &self.request_id,
+            &self.payload,
+        ) == self.crc
     }
 }
 
@@ -284,11 +292,26 @@ mod tests {
         .seal(7, 1_000);
         assert!(rec.checksum_ok());
         for changed in [
-            Record { seq: 8, ..rec.clone() },
-            Record { at_ms: 1_001, ..rec.clone() },
-            Record { kind: "begin".into(), ..rec.clone() },
-            Record { request_id: "r2".into(), ..rec.clone() },
-            Record { payload: r#"{"n":2}"#.into(), ..rec.clone() },
+            Record {
+                seq: 8,
+                ..rec.clone()
+            },
+            Record {
+                at_ms: 1_001,
+                ..rec.clone()
+            },
+            Record {
+                kind: "begin".into(),
+                ..rec.clone()
+            },
+            Record {
+                request_id: "r2".into(),
+                ..rec.clone()
+            },
+            Record {
+                payload: r#"{"n":2}"#.into(),
+                ..rec.clone()
+            },
         ] {
             assert!(!changed.checksum_ok(), "{changed:?}");
         }

@@ -54,6 +54,7 @@ CREATE TABLE idempotency (
     created_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX idempotency_by_request ON idempotency (request_id);
+CREATE INDEX idempotency_by_time ON idempotency (created_at);
 "#];
 
 /// Opens (creating when missing) a journal file for writing and migrates it.
@@ -105,7 +106,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
                 params![uuid::Uuid::new_v4().to_string()],
             )?;
         }
-        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
         tx.commit()?;
     }
     Ok(())
@@ -140,11 +145,10 @@ pub(crate) struct SqliteWriter {
 
 impl SqliteWriter {
     pub(crate) fn new(conn: Connection, lock: File, idempotency_ttl_ms: i64) -> Result<Self> {
-        let (last_seq, last_at): (Option<i64>, Option<i64>) = conn.query_row(
-            "SELECT max(seq), max(at_ms) FROM records",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (last_seq, last_at): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT max(seq), max(at_ms) FROM records", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         Ok(SqliteWriter {
             conn,
             _lock: lock,
@@ -153,10 +157,6 @@ impl SqliteWriter {
             last_purge_ms: 0,
             idempotency_ttl_ms,
         })
-    }
-
-    pub(crate) fn last_seq(&self) -> i64 {
-        self.next_seq - 1
     }
 
     /// Ids of requests left `in_flight` (recovery turns them into `interrupt` records).
@@ -255,7 +255,14 @@ pub(crate) fn fold(tx: &Transaction<'_>, r: &Record, update: &IndexUpdate) -> Re
                     "UPDATE requests SET status = ?2, finished_at = ?3, provider = ?4, model = ?5,
                        last_seq = max(last_seq, ?6) WHERE id = ?1 AND status = 'in_flight'",
                 )?
-                .execute(params![r.request_id, status.as_str(), r.at_ms, provider, model, r.seq])?;
+                .execute(params![
+                    r.request_id,
+                    status.as_str(),
+                    r.at_ms,
+                    provider,
+                    model,
+                    r.seq
+                ])?;
             if changed == 1 {
                 tx.prepare_cached(
                     "UPDATE idempotency SET state = ?2, answer = ?3 WHERE request_id = ?1 AND state = 'in_flight'",
@@ -442,17 +449,25 @@ pub(crate) fn record_span(c: &Connection) -> Result<(i64, Option<i64>, Option<i6
 
 /// `at_ms` of one record.
 pub(crate) fn record_time(c: &Connection, seq: i64) -> Result<Option<i64>> {
-    Ok(c.query_row("SELECT at_ms FROM records WHERE seq = ?1", params![seq], |r| {
-        r.get(0)
-    })
+    Ok(c.query_row(
+        "SELECT at_ms FROM records WHERE seq = ?1",
+        params![seq],
+        |r| r.get(0),
+    )
     .optional()?)
 }
 
+/// `(count per status, oldest received_at, newest received_at)`.
+pub(crate) type StatusCounts = (Vec<(String, u64)>, Option<i64>, Option<i64>);
+
 /// Counts by status, oldest and newest `received_at`.
-pub(crate) fn status_counts(c: &Connection) -> Result<(Vec<(String, u64)>, Option<i64>, Option<i64>)> {
+pub(crate) fn status_counts(c: &Connection) -> Result<StatusCounts> {
     let counts = c
         .prepare("SELECT status, count(*) FROM requests GROUP BY status ORDER BY status")?
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+        .query_map([], |r| {
+            let n: i64 = r.get(1)?;
+            Ok((r.get::<_, String>(0)?, u64::try_from(n).unwrap_or(0)))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let (oldest, newest) = c.query_row(
         "SELECT min(received_at), max(received_at) FROM requests",
@@ -476,7 +491,11 @@ pub(crate) fn size_on_disk(path: &Path) -> u64 {
         .sum()
 }
 
-pub(crate) fn list(c: &Connection, status: Option<Status>, limit: usize) -> Result<Vec<RequestSummary>> {
+pub(crate) fn list(
+    c: &Connection,
+    status: Option<Status>,
+    limit: usize,
+) -> Result<Vec<RequestSummary>> {
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS} FROM requests WHERE (?1 IS NULL OR status = ?1)
          ORDER BY received_at DESC, id DESC LIMIT ?2"
@@ -484,7 +503,10 @@ pub(crate) fn list(c: &Connection, status: Option<Status>, limit: usize) -> Resu
     let rows = c
         .prepare_cached(&sql)?
         .query_map(
-            params![status.map(Status::as_str), i64::try_from(limit).unwrap_or(i64::MAX)],
+            params![
+                status.map(Status::as_str),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
             summary_row,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;

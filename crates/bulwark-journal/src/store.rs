@@ -60,7 +60,11 @@ pub(crate) enum Reader {
 }
 
 impl Reader {
-    pub(crate) async fn list(&self, status: Option<Status>, limit: usize) -> Result<Vec<RequestSummary>> {
+    pub(crate) async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<RequestSummary>> {
         match self {
             Reader::Sqlite(r) => r.with(move |c| sqlite::list(c, status, limit)).await,
             Reader::Postgres(r) => r.list(status, limit).await,

@@ -30,7 +30,7 @@ pub(crate) const QUEUE_CAPACITY: usize = 16_384;
 pub(crate) type Ack = oneshot::Sender<Result<()>>;
 
 pub(crate) enum Command {
-    Write(WriteOp),
+    Write(Box<WriteOp>),
     /// Commit everything queued before it, then answer.
     Flush(Ack),
     /// Commit everything queued before it, close the store (releasing its lock), answer, stop.
@@ -91,6 +91,7 @@ pub(crate) async fn run(
         for command in batch {
             match command {
                 Command::Write(op) => {
+                    let op = *op;
                     records.push(op.record);
                     after.push((op.ack, op.release));
                 }
@@ -107,10 +108,10 @@ pub(crate) async fn run(
             result.map(|_| ())
         };
         for (ack, release) in after {
-            if let Some(release) = release {
-                if release.on_success || outcome.is_err() {
-                    ctx.pending.release(&release.key, &release.request_id);
-                }
+            if let Some(release) = release
+                && (release.on_success || outcome.is_err())
+            {
+                ctx.pending.release(&release.key, &release.request_id);
             }
             if let Some(ack) = ack {
                 let _ = ack.send(clone_result(&outcome));
@@ -150,9 +151,7 @@ async fn collect(rx: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>, ctx
             }
         }
         _ => {
-            while batch.len() < MAX_BATCH
-                && !matches!(batch.last(), Some(Command::Shutdown(_)))
-            {
+            while batch.len() < MAX_BATCH && !matches!(batch.last(), Some(Command::Shutdown(_))) {
                 match rx.try_recv() {
                     Ok(command) => batch.push(command),
                     Err(_) => break,

@@ -439,7 +439,11 @@ pub struct AlertsConfigError {
 impl AlertsConfig {
     /// Cross-checks that serde cannot express. `routes` and `providers` are the
     /// configured names, so an override naming neither is caught.
-    pub fn validate(&self, routes: &[String], providers: &[String]) -> Result<(), AlertsConfigError> {
+    pub fn validate(
+        &self,
+        routes: &[String],
+        providers: &[String],
+    ) -> Result<(), AlertsConfigError> {
         let err = |field: String, message: &str| AlertsConfigError {
             field,
             message: message.to_string(),
@@ -463,8 +467,14 @@ impl AlertsConfig {
             return Err(err("delivery.timeout".into(), "must be more than 0s"));
         }
         for (field, url) in [
-            ("slack.webhook_url", self.slack.as_ref().map(|s| s.webhook_url.expose())),
-            ("pagerduty.url", self.pagerduty.as_ref().map(|p| p.url.as_str())),
+            (
+                "slack.webhook_url",
+                self.slack.as_ref().map(|s| s.webhook_url.expose()),
+            ),
+            (
+                "pagerduty.url",
+                self.pagerduty.as_ref().map(|p| p.url.as_str()),
+            ),
             ("webhook.url", self.webhook.as_ref().map(|w| w.url.as_str())),
         ] {
             if let Some(url) = url
@@ -480,17 +490,51 @@ impl AlertsConfig {
         check_overrides("breaker_open", &r.breaker_open, routes, providers)?;
         check_overrides("failover", &r.failover, routes, providers)?;
         check_overrides("quota_exhausted", &r.quota_exhausted, routes, providers)?;
-        check_overrides("credentials_rejected", &r.credentials_rejected, routes, providers)?;
-        check_overrides("journal_write_failure", &r.journal_write_failure, routes, providers)?;
+        check_overrides(
+            "credentials_rejected",
+            &r.credentials_rejected,
+            routes,
+            providers,
+        )?;
+        check_overrides(
+            "journal_write_failure",
+            &r.journal_write_failure,
+            routes,
+            providers,
+        )?;
         check_overrides("rpo_exposure", &r.rpo_exposure, routes, providers)?;
         for (name, window, min_calls) in [
-            ("route_unavailable", r.route_unavailable.window, r.route_unavailable.min_calls),
-            ("breaker_open", r.breaker_open.window, r.breaker_open.min_calls),
+            (
+                "route_unavailable",
+                r.route_unavailable.window,
+                r.route_unavailable.min_calls,
+            ),
+            (
+                "breaker_open",
+                r.breaker_open.window,
+                r.breaker_open.min_calls,
+            ),
             ("failover", r.failover.window, r.failover.min_calls),
-            ("quota_exhausted", r.quota_exhausted.window, r.quota_exhausted.min_calls),
-            ("credentials_rejected", r.credentials_rejected.window, r.credentials_rejected.min_calls),
-            ("journal_write_failure", r.journal_write_failure.window, r.journal_write_failure.min_calls),
-            ("rpo_exposure", r.rpo_exposure.window, r.rpo_exposure.min_calls),
+            (
+                "quota_exhausted",
+                r.quota_exhausted.window,
+                r.quota_exhausted.min_calls,
+            ),
+            (
+                "credentials_rejected",
+                r.credentials_rejected.window,
+                r.credentials_rejected.min_calls,
+            ),
+            (
+                "journal_write_failure",
+                r.journal_write_failure.window,
+                r.journal_write_failure.min_calls,
+            ),
+            (
+                "rpo_exposure",
+                r.rpo_exposure.window,
+                r.rpo_exposure.min_calls,
+            ),
         ] {
             if window.is_some() || min_calls.is_some() {
                 return Err(err(
@@ -507,13 +551,22 @@ impl AlertsConfig {
                 return Err(err(format!("rules.{name}.window"), "must be more than 0s"));
             }
         }
-        let rates = std::iter::once(("rules.success_rate.threshold".to_string(), r.success_rate.threshold))
-            .chain(r.success_rate.routes.iter().map(|(n, o)| {
-                (format!("rules.success_rate.routes.{n}.threshold"), o.threshold)
-            }))
-            .chain(r.success_rate.providers.iter().map(|(n, o)| {
-                (format!("rules.success_rate.providers.{n}.threshold"), o.threshold)
-            }));
+        let rates = std::iter::once((
+            "rules.success_rate.threshold".to_string(),
+            r.success_rate.threshold,
+        ))
+        .chain(r.success_rate.routes.iter().map(|(n, o)| {
+            (
+                format!("rules.success_rate.routes.{n}.threshold"),
+                o.threshold,
+            )
+        }))
+        .chain(r.success_rate.providers.iter().map(|(n, o)| {
+            (
+                format!("rules.success_rate.providers.{n}.threshold"),
+                o.threshold,
+            )
+        }));
         for (field, threshold) in rates {
             if threshold.is_some_and(|t| !(0.0..=1.0).contains(&t)) {
                 return Err(err(field, "a ratio between 0 and 1 (0.9 is 90 %)"));
@@ -565,10 +618,11 @@ mod tests {
         assert_eq!(pd.url, "https://events.pagerduty.com");
         assert_eq!(pd.min_severity, Severity::Critical);
         assert_eq!(config.evaluate_every.0, Duration::from_secs(1));
-        let latency = config
-            .rules
-            .latency
-            .resolve(&LATENCY_DEFAULTS, Some("chat"), Some("openai"), |d| d.0);
+        let latency =
+            config
+                .rules
+                .latency
+                .resolve(&LATENCY_DEFAULTS, Some("chat"), Some("openai"), |d| d.0);
         assert_eq!(latency.threshold, Duration::from_secs(5));
         assert_eq!(latency.for_, Duration::from_secs(60));
         assert!(format!("{config:?}").contains("Secret(***)"));
@@ -603,7 +657,10 @@ mod tests {
         let p = rule.resolve(&SUCCESS_RATE_DEFAULTS, None, Some("vllm"), |t| *t);
         assert_eq!(p.threshold, 0.7);
         let d = rule.resolve(&SUCCESS_RATE_DEFAULTS, None, Some("openai"), |t| *t);
-        assert_eq!((d.threshold, d.severity, d.for_), (0.95, Severity::Warning, Duration::from_secs(60)));
+        assert_eq!(
+            (d.threshold, d.severity, d.for_),
+            (0.95, Severity::Warning, Duration::from_secs(60))
+        );
         assert_eq!(d.min_calls, 10);
     }
 
@@ -613,7 +670,9 @@ mod tests {
             "rules": {"success_rate": {"providers": {"nope": {"threshold": 0.5}}}}
         }))
         .unwrap();
-        let e = config.validate(&["chat".into()], &["openai".into()]).unwrap_err();
+        let e = config
+            .validate(&["chat".into()], &["openai".into()])
+            .unwrap_err();
         assert_eq!(e.field, "rules.success_rate.providers.nope");
         let config: AlertsConfig =
             serde_json::from_value(json!({"rules": {"success_rate": {"threshold": 90}}})).unwrap();
@@ -621,7 +680,10 @@ mod tests {
         assert_eq!(e.field, "rules.success_rate.threshold");
         let config: AlertsConfig =
             serde_json::from_value(json!({"rules": {"failover": {"window": "1m"}}})).unwrap();
-        assert_eq!(config.validate(&[], &[]).unwrap_err().field, "rules.failover");
+        assert_eq!(
+            config.validate(&[], &[]).unwrap_err().field,
+            "rules.failover"
+        );
         let config: AlertsConfig =
             serde_json::from_value(json!({"webhook": {"url": "ftp://x"}})).unwrap();
         assert_eq!(config.validate(&[], &[]).unwrap_err().field, "webhook.url");

@@ -162,7 +162,10 @@ impl HealthBook {
     fn warn_overflow(&mut self) {
         if !self.overflow_warned {
             self.overflow_warned = true;
-            warn!(limit = MAX_TRACKED, "health tracker full; new targets or routes are not tracked");
+            warn!(
+                limit = MAX_TRACKED,
+                "health tracker full; new targets or routes are not tracked"
+            );
         }
     }
 
@@ -299,7 +302,13 @@ mod tests {
         // The caller's mistake does not count against the target.
         assert_eq!(a.last_100.len(), 1);
         assert_eq!(a.last_100.ratio(), Some(0.0));
-        let served = book.routes.get("chat").unwrap().last_served.clone().unwrap();
+        let served = book
+            .routes
+            .get("chat")
+            .unwrap()
+            .last_served
+            .clone()
+            .unwrap();
         assert_eq!((served.0.as_str(), served.1.as_str()), ("b", "m"));
     }
 

@@ -53,7 +53,9 @@ impl LiveRoute {
     /// The targets with the best (lowest) priority: a balanced route has several.
     pub fn primaries(&self) -> impl Iterator<Item = &LiveRouteTarget> {
         let best = self.targets.first().map(|t| t.priority);
-        self.targets.iter().filter(move |t| Some(t.priority) == best)
+        self.targets
+            .iter()
+            .filter(move |t| Some(t.priority) == best)
     }
 
     pub fn is_primary(&self, provider: &str, model: &str) -> bool {
@@ -123,7 +125,11 @@ impl Live {
     /// The target serving `route` now: the one that last answered it, while it is
     /// still available; otherwise the first available target in priority order (the
     /// one the next request would try first). `None` when every target is unavailable.
-    pub fn serving<'r>(&self, route: &'r LiveRoute, book: &HealthBook) -> Option<&'r LiveRouteTarget> {
+    pub fn serving<'r>(
+        &self,
+        route: &'r LiveRoute,
+        book: &HealthBook,
+    ) -> Option<&'r LiveRouteTarget> {
         let last = book
             .routes
             .get(&route.name)
@@ -144,7 +150,9 @@ impl Live {
     pub fn provider_states(&self) -> BTreeMap<String, BreakerState> {
         let mut out: BTreeMap<String, BreakerState> = BTreeMap::new();
         for t in self.targets.values() {
-            let worst = out.entry(t.provider.clone()).or_insert(BreakerState::Closed);
+            let worst = out
+                .entry(t.provider.clone())
+                .or_insert(BreakerState::Closed);
             if t.state.as_gauge() > worst.as_gauge() {
                 *worst = t.state;
             }

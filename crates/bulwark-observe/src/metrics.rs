@@ -15,7 +15,7 @@
 //! | `bulwark_failovers_total` | counter | `route`, `from`, `to` | a route moved to another provider (`from`/`to` are provider names) |
 //! | `bulwark_provider_state` | gauge | `provider` | 0 closed, 1 half-open, 2 open: the worst breaker among the provider's targets |
 //! | `bulwark_provider_success_ratio` | gauge | `provider` | successes / (successes + failures counting against the target) over the last 5 minutes, all the provider's targets; NaN without calls |
-//! | `bulwark_upstream_latency_seconds` | histogram | `provider`, `outcome` (`success`/`error`) | whole attempt, first byte sent to last byte read |
+//! | `bulwark_upstream_latency_seconds` | histogram | `provider`, `outcome` (`success`/`error`) | one attempt, from its start to its end (for a stream: its last event) |
 //! | `bulwark_time_to_first_token_seconds` | histogram | `provider` | successful attempts, request sent to first content |
 //! | `bulwark_journal_rpo_seconds` | gauge | – | data not yet in a backup, in seconds (fed by the journal) |
 //! | `bulwark_alerts_total` | counter | `rule`, `severity` | incidents triggered |
@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_core::{ErrorClass, ErrorKind, GatewayError};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 pub const REQUESTS_TOTAL: &str = "bulwark_requests_total";
 pub const UPSTREAM_ATTEMPTS_TOTAL: &str = "bulwark_upstream_attempts_total";
@@ -209,11 +211,18 @@ impl Metrics {
 
     pub fn request(&self, route: String, outcome: RequestOutcome) {
         self.with(|| {
-            metrics::counter!(REQUESTS_TOTAL, "route" => route, "outcome" => outcome.label()).increment(1);
+            metrics::counter!(REQUESTS_TOTAL, "route" => route, "outcome" => outcome.label())
+                .increment(1);
         });
     }
 
-    pub fn attempt(&self, provider: &str, error: Option<ErrorClass>, latency: Duration, ttft: Option<Duration>) {
+    pub fn attempt(
+        &self,
+        provider: &str,
+        error: Option<ErrorClass>,
+        latency: Duration,
+        ttft: Option<Duration>,
+    ) {
         let outcome = error.map_or("success", ErrorClass::label);
         self.with(|| {
             metrics::counter!(UPSTREAM_ATTEMPTS_TOTAL, "provider" => provider.to_string(), "outcome" => outcome)
@@ -239,13 +248,15 @@ impl Metrics {
 
     pub fn provider_state(&self, provider: &str, gauge: u8) {
         self.with(|| {
-            metrics::gauge!(PROVIDER_STATE, "provider" => provider.to_string()).set(f64::from(gauge));
+            metrics::gauge!(PROVIDER_STATE, "provider" => provider.to_string())
+                .set(f64::from(gauge));
         });
     }
 
     pub fn provider_success_ratio(&self, provider: &str, ratio: Option<f64>) {
         self.with(|| {
-            metrics::gauge!(PROVIDER_SUCCESS_RATIO, "provider" => provider.to_string()).set(ratio.unwrap_or(f64::NAN));
+            metrics::gauge!(PROVIDER_SUCCESS_RATIO, "provider" => provider.to_string())
+                .set(ratio.unwrap_or(f64::NAN));
         });
     }
 
@@ -254,15 +265,21 @@ impl Metrics {
     }
 
     pub fn alert(&self, rule: &'static str, severity: &'static str) {
-        self.with(|| metrics::counter!(ALERTS_TOTAL, "rule" => rule, "severity" => severity).increment(1));
+        self.with(|| {
+            metrics::counter!(ALERTS_TOTAL, "rule" => rule, "severity" => severity).increment(1)
+        });
     }
 
     pub fn delivery_failure(&self, channel: &'static str) {
-        self.with(|| metrics::counter!(ALERT_DELIVERY_FAILURES_TOTAL, "channel" => channel).increment(1));
+        self.with(|| {
+            metrics::counter!(ALERT_DELIVERY_FAILURES_TOTAL, "channel" => channel).increment(1)
+        });
     }
 
     pub fn notification_dropped(&self, channel: &'static str) {
-        self.with(|| metrics::counter!(ALERT_NOTIFICATIONS_DROPPED_TOTAL, "channel" => channel).increment(1));
+        self.with(|| {
+            metrics::counter!(ALERT_NOTIFICATIONS_DROPPED_TOTAL, "channel" => channel).increment(1)
+        });
     }
 
     pub fn alert_suppressed(&self, channel: &'static str) {
@@ -275,20 +292,28 @@ impl Metrics {
 }
 
 fn build_recorder() -> PrometheusRecorder {
-    // Both bucket lists are non-empty constants, the only error `set_buckets_for_metric`
-    // reports; falling back to the bare builder (summaries) cannot happen in practice.
-    let builder = PrometheusBuilder::new();
-    let builder = match builder
-        .clone()
-        .set_buckets_for_metric(Matcher::Full(UPSTREAM_LATENCY_SECONDS.into()), LATENCY_BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(TIME_TO_FIRST_TOKEN_SECONDS.into()), TTFT_BUCKETS))
-    {
+    // Default buckets too, so a histogram added later renders as a histogram, never
+    // as a summary.
+    let mut builder = match PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS) {
         Ok(b) => b,
         Err(e) => {
-            tracing::error!(error = %e, "histogram buckets rejected; histograms render as summaries");
-            builder
+            tracing::error!(error = %e, "default histogram buckets rejected");
+            PrometheusBuilder::new()
         }
     };
+    for (name, buckets) in [
+        (UPSTREAM_LATENCY_SECONDS, LATENCY_BUCKETS),
+        (TIME_TO_FIRST_TOKEN_SECONDS, TTFT_BUCKETS),
+    ] {
+        // The only error is an empty bucket list; ours are non-empty constants.
+        builder = match builder.set_buckets_for_metric(Matcher::Full(name.into()), buckets) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, metric = name, "histogram buckets rejected");
+                PrometheusBuilder::new()
+            }
+        };
+    }
     builder.build_recorder()
 }
 
@@ -305,29 +330,65 @@ mod tests {
         b.request("chat".into(), RequestOutcome::Timeout);
         let text_a = a.render();
         let text_b = b.render();
-        assert!(text_a.contains(r#"bulwark_requests_total{route="chat",outcome="success"} 2"#), "{text_a}");
+        assert!(
+            text_a.contains(r#"bulwark_requests_total{route="chat",outcome="success"} 2"#),
+            "{text_a}"
+        );
         assert!(!text_a.contains("timeout"));
-        assert!(text_b.contains(r#"bulwark_requests_total{route="chat",outcome="timeout"} 1"#), "{text_b}");
+        assert!(
+            text_b.contains(r#"bulwark_requests_total{route="chat",outcome="timeout"} 1"#),
+            "{text_b}"
+        );
     }
 
     #[test]
     fn histograms_render_as_histograms_with_our_buckets() {
         let m = Metrics::new();
-        m.attempt("openai", None, Duration::from_millis(1500), Some(Duration::from_millis(300)));
+        m.attempt(
+            "openai",
+            None,
+            Duration::from_millis(1500),
+            Some(Duration::from_millis(300)),
+        );
         let text = m.render();
-        assert!(text.contains("# TYPE bulwark_upstream_latency_seconds histogram"), "{text}");
-        assert!(text.contains("# TYPE bulwark_time_to_first_token_seconds histogram"), "{text}");
-        assert!(text.contains(r#"bulwark_time_to_first_token_seconds_bucket{provider="openai",le="0.35"} 1"#), "{text}");
-        assert!(text.contains(r#"bulwark_time_to_first_token_seconds_bucket{provider="openai",le="0.2"} 0"#), "{text}");
+        assert!(
+            text.contains("# TYPE bulwark_upstream_latency_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE bulwark_time_to_first_token_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bulwark_time_to_first_token_seconds_bucket{provider="openai",le="0.35"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bulwark_time_to_first_token_seconds_bucket{provider="openai",le="0.2"} 0"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn outcomes_map_from_status_and_error() {
         assert_eq!(RequestOutcome::from_status(200), RequestOutcome::Success);
-        assert_eq!(RequestOutcome::from_status(404), RequestOutcome::ClientError);
-        assert_eq!(RequestOutcome::from_status(503), RequestOutcome::FailedUpstream);
+        assert_eq!(
+            RequestOutcome::from_status(404),
+            RequestOutcome::ClientError
+        );
+        assert_eq!(
+            RequestOutcome::from_status(503),
+            RequestOutcome::FailedUpstream
+        );
         assert_eq!(RequestOutcome::from_status(504), RequestOutcome::Timeout);
         let err = GatewayError::new(ErrorKind::Unavailable, "x");
-        assert_eq!(RequestOutcome::from_error(&err), RequestOutcome::FailedUpstream);
+        assert_eq!(
+            RequestOutcome::from_error(&err),
+            RequestOutcome::FailedUpstream
+        );
     }
 }

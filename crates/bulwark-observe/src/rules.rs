@@ -198,11 +198,12 @@ impl Evaluator {
         let wall = SystemTime::now();
         let mut events = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for obs in observations {
+        for mut obs in observations {
+            let condition = std::mem::replace(&mut obs.condition, Condition::NoData);
             let key = (obs.rule, obs.subject.clone());
             seen.insert(key.clone());
             let state = self.states.remove(&key);
-            let next = match (state, obs.condition) {
+            let next = match (state, condition) {
                 (None, Condition::Holds { summary, details }) => {
                     if obs.for_.is_zero() {
                         let incident = self.incident(&obs, summary, details, now, now, wall);
@@ -388,7 +389,7 @@ mod tests {
             assert!(tick(&mut ev, holds(), minute).await.is_empty());
         }
         assert!(tick(&mut ev, Condition::NoData, minute).await.is_empty());
-        for _ in 0..59 {
+        for _ in 0..60 {
             assert!(tick(&mut ev, holds(), minute).await.is_empty());
         }
         assert_eq!(tick(&mut ev, holds(), minute).await.len(), 1);
@@ -412,6 +413,9 @@ mod tests {
         let a = ev.dedup_key(RuleKind::Failover, &subject);
         assert!(a.len() <= 255);
         assert_eq!(a, ev.dedup_key(RuleKind::Failover, &subject));
-        assert_ne!(a, ev.dedup_key(RuleKind::Failover, &Subject::route(&"r".repeat(401))));
+        assert_ne!(
+            a,
+            ev.dedup_key(RuleKind::Failover, &Subject::route(&"r".repeat(401)))
+        );
     }
 }

@@ -199,7 +199,12 @@ impl Samples {
     }
 
     /// Nearest-rank percentiles over the window; `None` without samples.
-    pub fn percentiles(&self, now: Instant, window: Duration, measure: Measure) -> Option<Percentiles> {
+    pub fn percentiles(
+        &self,
+        now: Instant,
+        window: Duration,
+        measure: Measure,
+    ) -> Option<Percentiles> {
         let values = self.sorted(now, window, measure);
         Some(Percentiles {
             p50: nearest_rank(&values, 50.0)?,
@@ -262,8 +267,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(30)).await;
         w.record(Instant::now(), true);
         let now = Instant::now();
-        assert_eq!(w.counts(now, Duration::from_secs(60)), Counts { ok: 2, failed: 1 });
-        assert_eq!(w.counts(now, Duration::from_secs(10)), Counts { ok: 1, failed: 0 });
+        assert_eq!(
+            w.counts(now, Duration::from_secs(60)),
+            Counts { ok: 2, failed: 1 }
+        );
+        assert_eq!(
+            w.counts(now, Duration::from_secs(10)),
+            Counts { ok: 1, failed: 0 }
+        );
         tokio::time::advance(Duration::from_secs(4 * 60)).await;
         let now = Instant::now();
         assert_eq!(w.counts(now, Duration::from_secs(60)).total(), 0);
@@ -271,7 +282,10 @@ mod tests {
         // A slot reused an hour later does not carry the old counts.
         tokio::time::advance(Duration::from_secs(3600)).await;
         w.record(Instant::now(), true);
-        assert_eq!(w.counts(Instant::now(), Duration::from_secs(3600)), Counts { ok: 1, failed: 0 });
+        assert_eq!(
+            w.counts(Instant::now(), Duration::from_secs(3600)),
+            Counts { ok: 1, failed: 0 }
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -279,20 +293,41 @@ mod tests {
         let mut s = Samples::default();
         let start = Instant::now();
         for ms in 1..=100u64 {
-            s.record(start, Duration::from_millis(ms * 10), Some(Duration::from_millis(ms)));
+            s.record(
+                start,
+                Duration::from_millis(ms * 10),
+                Some(Duration::from_millis(ms)),
+            );
         }
         let now = Instant::now();
-        let p = s.percentiles(now, Duration::from_secs(60), Measure::Ttft).unwrap();
+        let p = s
+            .percentiles(now, Duration::from_secs(60), Measure::Ttft)
+            .unwrap();
         assert_eq!(
             (p.p50, p.p95, p.p99, p.count),
-            (Duration::from_millis(50), Duration::from_millis(95), Duration::from_millis(99), 100)
+            (
+                Duration::from_millis(50),
+                Duration::from_millis(95),
+                Duration::from_millis(99),
+                100
+            )
         );
-        let l = s.percentiles(now, Duration::from_secs(60), Measure::Latency).unwrap();
+        let l = s
+            .percentiles(now, Duration::from_secs(60), Measure::Latency)
+            .unwrap();
         assert_eq!(l.p95, Duration::from_millis(950));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(s.percentiles(Instant::now(), Duration::from_secs(60), Measure::Ttft).is_none());
+        assert!(
+            s.percentiles(Instant::now(), Duration::from_secs(60), Measure::Ttft)
+                .is_none()
+        );
         s.record(Instant::now(), Duration::from_secs(7), None);
-        let (p95, n) = s.percentile(Instant::now(), Duration::from_secs(60), Measure::TtftOrLatency, 95.0);
+        let (p95, n) = s.percentile(
+            Instant::now(),
+            Duration::from_secs(60),
+            Measure::TtftOrLatency,
+            95.0,
+        );
         assert_eq!((p95, n), (Some(Duration::from_secs(7)), 1));
     }
 }

@@ -16,7 +16,9 @@
 //!    wait when it fits the deadline, move to the next target, or give up;
 //! 4. every attempt after a request's first spends the gateway's retry budget;
 //! 5. when every target was skipped because its breaker is open, the one that opened
-//!    longest ago gets one trial call rather than refusing outright;
+//!    longest ago gets a trial call rather than refusing outright — one at a time per
+//!    target, so in a total outage the other callers get a fast refusal instead of
+//!    queueing on a dead upstream;
 //! 6. hedging (per route): if the attempt has no first byte after the hedge delay, the
 //!    next target is tried at the same time; the first to produce content wins (for a
 //!    JSON caller too: the race is to the first byte, not to the whole answer), the
@@ -302,7 +304,7 @@ impl Router {
         // opened longest ago (it is the likeliest to have recovered). One forced trial
         // at a time per target: while one is out, the others are refused at once.
         if attempts == 0 && !skipped_open.is_empty() && Instant::now() < deadline {
-            let mut oldest_first = skipped_open.clone();
+            let mut oldest_first = skipped_open;
             oldest_first.sort_by_key(|ti| route.targets[*ti].health.breaker.opened_at());
             let forced = oldest_first.into_iter().find_map(|ti| {
                 let target = &route.targets[ti];

@@ -1,5 +1,5 @@
-//! Support for `tests/resilience.rs`: an in-process gateway in front of three mock
-//! providers, request helpers, and readers for what the caller and the mocks saw.
+//! An in-process gateway in front of three mock providers, request helpers, and
+//! readers for what the caller and the mocks saw.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -78,6 +78,9 @@ impl Resp {
         self.elapsed.as_millis() as u64
     }
 }
+
+/// Breaker transitions seen: (ms, provider, from, to).
+pub type Transitions = Arc<Mutex<Vec<(u64, String, BreakerState, BreakerState)>>>;
 
 impl Gw {
     pub async fn start(routes: &str) -> Gw {
@@ -172,7 +175,7 @@ impl Gw {
     }
 
     /// Breaker transitions of every target as (ms since `t0`, provider, from, to).
-    pub fn watch_breakers(&self) -> Arc<Mutex<Vec<(u64, String, BreakerState, BreakerState)>>> {
+    pub fn watch_breakers(&self) -> Transitions {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = Arc::clone(&seen);
         let mut events = self.router.subscribe();
@@ -312,4 +315,12 @@ pub fn anthropic_events(body: &str) -> Vec<(String, Value)> {
 /// `tok1 tok2 … tokN ` as the mock streams it.
 pub fn tokens(from: u32, to: u32) -> String {
     (from..=to).map(|i| format!("tok{i} ")).collect()
+}
+
+pub fn scaled() -> Vec<&'static str> {
+    vec![TIMEOUTS, BREAKER]
+}
+
+pub async fn primary_then_secondary() -> Gw {
+    Gw::start(&route("chat", &[P, S], &scaled())).await
 }

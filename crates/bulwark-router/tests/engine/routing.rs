@@ -1,0 +1,307 @@
+//! Which target serves: hedging, sticky sessions, weights, context windows, quota.
+
+use super::support::*;
+
+// ---------------------------------------------------------------------------
+// Hedging
+// ---------------------------------------------------------------------------
+
+fn hedged(after: HedgeAfter) -> RouteConfig {
+    let mut r = route("chat", vec![target("a"), target("b")]);
+    r.hedge = Some(HedgeConfig { after });
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_goes_out_after_the_delay_and_the_first_byte_wins_on_a_stream() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| answer(millis(1000)));
+    let b = Scripted::new(epoch, |_| answer(millis(100)));
+    let h = harness(
+        epoch,
+        vec![hedged(HedgeAfter::Fixed(millis(200)))],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let mut req = request();
+    req.stream = true;
+    let served = h
+        .router
+        .chat_stream(&h.route("chat"), &req, &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(h.now_ms(), 300, "committed at b's first byte");
+    assert_eq!(served.provider, "b");
+    assert_eq!(served.attempts, 2);
+    assert_eq!(a.caller_ms(), [0]);
+    assert_eq!(b.caller_ms(), [200]);
+    assert_eq!(a.cancelled(), 1, "the loser is cancelled");
+    let events: Vec<_> = served.value.collect().await;
+    assert!(matches!(
+        events.last(),
+        Some(Ok(StreamEvent::Finish { .. }))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn for_a_json_caller_too_the_first_byte_wins_not_the_first_to_finish() {
+    let epoch = Instant::now();
+    // a: first byte at 300 ms, then slow (done at 1.1 s); b (sent at 200 ms): first
+    // byte at 400 ms, done at once. a produced the first byte, so a wins.
+    let a = Scripted::new(epoch, |_| Reply::Answer {
+        ttft: millis(300),
+        tokens: 5,
+        gap: millis(200),
+    });
+    let b = Scripted::new(epoch, |_| answer(millis(200)));
+    let h = harness(
+        epoch,
+        vec![hedged(HedgeAfter::Fixed(millis(200)))],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "a");
+    assert_eq!(served.value.text(), "t1 t2 t3 t4 t5 ");
+    assert_eq!(h.now_ms(), 1100);
+    assert_eq!(b.caller_ms(), [200]);
+    assert_eq!(
+        b.cancelled(),
+        1,
+        "the loser is cancelled at the winner's first byte"
+    );
+    assert_eq!(a.cancelled(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_spend_the_retry_budget() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| answer(millis(1000)));
+    let b = Scripted::new(epoch, |_| answer(millis(100)));
+    let empty = RetryBudgetConfig {
+        ratio: 0.0,
+        min_per_second: 0.0,
+    };
+    let h = harness(
+        epoch,
+        vec![hedged(HedgeAfter::Fixed(millis(200)))],
+        &[("a", &a), ("b", &b)],
+        empty,
+        tuning(),
+    );
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "a");
+    assert_eq!(served.attempts, 1);
+    assert!(b.caller_ms().is_empty(), "no budget, no hedge");
+    assert_eq!(h.now_ms(), 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_p95_hedge_fires_at_the_observed_95th_percentile_time_to_first_token() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |c| {
+        if c.caller_n < 20 {
+            answer(millis(100))
+        } else {
+            answer(millis(2000))
+        }
+    });
+    let b = Scripted::new(epoch, |_| answer(millis(50)));
+    let h = harness(
+        epoch,
+        vec![hedged(HedgeAfter::P95)],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    for _ in 0..20 {
+        assert_eq!(h.chat().await.unwrap().provider, "a");
+    }
+    assert!(b.caller_ms().is_empty(), "no hedge while a is on time");
+    let start = h.now_ms();
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "b");
+    assert_eq!(b.caller_ms(), [start + 100], "hedged at a's p95 (100 ms)");
+    assert_eq!(h.now_ms() - start, 150);
+}
+
+// ---------------------------------------------------------------------------
+// Target choice
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_session_keeps_to_its_target_while_it_is_healthy() {
+    let epoch = Instant::now();
+    let down = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+    let script = |i: usize| {
+        let down = Arc::clone(&down);
+        move |_: &Ctx| {
+            if down[i].load(Ordering::SeqCst) {
+                fail(ErrorClass::Transient, 503)
+            } else {
+                ok()
+            }
+        }
+    };
+    let a = Scripted::new(epoch, script(0));
+    let b = Scripted::new(epoch, script(1));
+    let mut r = route("chat", vec![target("a"), target("b")]);
+    r.targets[0].priority = Some(0);
+    r.targets[1].priority = Some(0);
+    r.retry.max_attempts = 1;
+    let h = harness(
+        epoch,
+        vec![r],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let session = RequestOptions {
+        timeout: None,
+        session: Some("s1".into()),
+    };
+
+    let first = h.chat_on("chat", &session).await.unwrap().provider;
+    for _ in 0..30 {
+        assert_eq!(h.chat_on("chat", &session).await.unwrap().provider, first);
+    }
+    // Without a session, the two share the traffic.
+    let mut anonymous = HashMap::<String, u32>::new();
+    for _ in 0..40 {
+        let p = h.chat().await.unwrap().provider;
+        *anonymous.entry(p).or_default() += 1;
+    }
+    assert_eq!(anonymous.len(), 2, "{anonymous:?}");
+
+    // The session's target fails: the session moves to the other and stays there,
+    // even after the first one is back.
+    let (i, other) = if first == "a" { (0, "b") } else { (1, "a") };
+    down[i].store(true, Ordering::SeqCst);
+    assert_eq!(h.chat_on("chat", &session).await.unwrap().provider, other);
+    down[i].store(false, Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(h.chat_on("chat", &session).await.unwrap().provider, other);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn targets_of_equal_priority_share_traffic_by_weight() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| ok());
+    let b = Scripted::new(epoch, |_| ok());
+    let c = Scripted::new(epoch, |_| ok());
+    let mut r = route("chat", vec![target("a"), target("b"), target("c")]);
+    r.targets[0].priority = Some(1);
+    r.targets[0].weight = 3;
+    r.targets[1].priority = Some(1);
+    r.targets[1].weight = 1;
+    // A lower priority value goes first... but c is the backup here.
+    r.targets[2].priority = Some(2);
+    let h = harness(
+        epoch,
+        vec![r],
+        &[("a", &a), ("b", &b), ("c", &c)],
+        roomy_budget(),
+        tuning(),
+    );
+    for _ in 0..400 {
+        h.chat().await.unwrap();
+    }
+    let (na, nb) = (a.caller_ms().len(), b.caller_ms().len());
+    assert_eq!(na + nb, 400);
+    // Expected 300 / 100 (σ ≈ 8.7).
+    assert!((260..=340).contains(&na), "a served {na}, b {nb}");
+    assert!(c.caller_ms().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_window_overflow_goes_only_to_a_larger_declared_window() {
+    let epoch = Instant::now();
+    let too_long = || Reply::Fail {
+        after: Duration::ZERO,
+        err: UpstreamError::new(ErrorClass::ContextWindow, "prompt is too long").with_status(400),
+    };
+    let a = Scripted::new(epoch, move |_| too_long());
+    let b = Scripted::new(epoch, |_| ok());
+    let c = Scripted::new(epoch, |_| ok());
+    let mut big = route("chat", vec![target("a"), target("b"), target("c")]);
+    big.targets[0].context_window = Some(8_000);
+    big.targets[1].context_window = Some(8_000);
+    big.targets[2].context_window = Some(200_000);
+    let mut small = route("small", vec![target("a"), target("b")]);
+    small.targets[0].context_window = Some(8_000);
+    let h = harness(
+        epoch,
+        vec![big, small],
+        &[("a", &a), ("b", &b), ("c", &c)],
+        roomy_budget(),
+        tuning(),
+    );
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "c");
+    assert_eq!(served.attempts, 2);
+    assert_eq!(a.caller_ms().len(), 1, "never retried on the same model");
+    assert!(b.caller_ms().is_empty(), "b's window is no larger");
+
+    // No target declares a larger window: a clean context-window error, one attempt.
+    let failure = h
+        .chat_on("small", &RequestOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(failure.error.class, ErrorClass::ContextWindow);
+    assert_eq!(failure.attempts, 1);
+    assert_eq!(failure.error.message, "prompt is too long");
+    assert!(b.caller_ms().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_makes_a_target_unusable_until_a_probe_clears_it() {
+    let epoch = Instant::now();
+    let out_of_quota = || Reply::Fail {
+        after: Duration::ZERO,
+        err: UpstreamError::new(ErrorClass::Quota, "insufficient_quota")
+            .with_status(429)
+            .with_code("insufficient_quota"),
+    };
+    // Out of quota until the operator tops it up at t = 17 s.
+    let a = Scripted::new(epoch, move |c| {
+        if c.at < Duration::from_secs(17) {
+            out_of_quota()
+        } else {
+            ok()
+        }
+    });
+    let b = Scripted::new(epoch, |_| ok());
+    let r = route("chat", vec![target("a"), target("b")]);
+    let h = harness(
+        epoch,
+        vec![r],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+
+    h.sleep_until_ms(500).await;
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "b");
+    assert_eq!(a.caller_ms(), [500], "no retry on quota");
+    let mut served_by = Vec::new();
+    for s in 1..=25u64 {
+        h.sleep_until_ms(s * 1000).await;
+        served_by.push(h.chat().await.unwrap().provider);
+    }
+    // Probes every 5 s from the mark; the one at 20.5 s succeeds and clears it.
+    assert_eq!(a.probe_ms(), [5500, 10_500, 15_500, 20_500]);
+    let mut expected = vec![500];
+    expected.extend((21..=25).map(|s| s * 1000));
+    assert_eq!(a.caller_ms(), expected);
+    assert!(served_by[..20].iter().all(|p| p == "b"), "{served_by:?}");
+    assert!(served_by[20..].iter().all(|p| p == "a"), "{served_by:?}");
+    assert_eq!(
+        h.health("a").breaker.state(),
+        BreakerState::Closed,
+        "quota is not a health failure"
+    );
+}
