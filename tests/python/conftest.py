@@ -102,6 +102,7 @@ class Mock:
 
 CONFIG = """
 listen: 127.0.0.1:0
+journal: {{path: {journal}}}
 providers:
   - name: anthropic
     kind: anthropic
@@ -146,7 +147,7 @@ def stack():
     mock_url = "http://" + mock.addr()
     workdir = tempfile.mkdtemp(prefix="bulwark-sdk-")
     config = Path(workdir) / "bulwark.yaml"
-    config.write_text(CONFIG.format(mock=mock_url))
+    config.write_text(CONFIG.format(mock=mock_url, journal=Path(workdir) / "journal.db"))
     env = dict(os.environ, **KEYS)
     gateway = Proc([binary, "serve", "--config", str(config)], env=env)
     try:

@@ -6,6 +6,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod alerts;
+pub mod journal;
+
+use alerts::AlertsConfig;
+use journal::{BackupConfig, JournalConfig};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +25,36 @@ pub struct Config {
     /// Gateway-wide cap on retries and hedges, so an outage cannot multiply upstream load.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// The durable request journal (`journal:`); SQLite at `./bulwark-data/journal.db`,
+    /// `durability: sync` when absent.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// Backups of the journal to object storage (`backup:`); none when absent.
+    #[serde(default)]
+    pub backup: Option<BackupConfig>,
+    /// Alert rules and notification channels (`alerts:`).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Bearer token required on `/admin/*` and `/metrics` when set.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+}
+
+impl Config {
+    /// A configuration with these providers and routes and every other section at
+    /// its default (what an empty section in the file gives).
+    pub fn new(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> Self {
+        Config {
+            listen: default_listen(),
+            providers,
+            routes,
+            retry_budget: RetryBudgetConfig::default(),
+            journal: JournalConfig::default(),
+            backup: None,
+            alerts: AlertsConfig::default(),
+            admin_token: None,
+        }
+    }
 }
 
 pub fn default_listen() -> String {

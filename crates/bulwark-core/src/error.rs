@@ -126,6 +126,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// 404: unknown model/route, unknown path.
     NotFound,
+    /// 409: a request with the same idempotency key is still running.
+    Conflict,
     /// 413
     RequestTooLarge,
     /// 422: e.g. an idempotency key reused with another body.
@@ -149,6 +151,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
             ErrorKind::RequestTooLarge => 413,
             ErrorKind::Unprocessable => 422,
             ErrorKind::RateLimited => 429,
@@ -166,6 +169,7 @@ impl ErrorKind {
             401 => ErrorKind::Authentication,
             403 => ErrorKind::PermissionDenied,
             404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
             413 => ErrorKind::RequestTooLarge,
             422 => ErrorKind::Unprocessable,
             429 => ErrorKind::RateLimited,

@@ -167,3 +167,78 @@ impl StreamAccumulator {
         })
     }
 }
+
+impl crate::ChatResponse {
+    /// The answer as the stream of events that would have produced it: `Start`, the
+    /// text and tool calls in order, `Finish`. Used to replay a stored answer to a
+    /// streaming caller.
+    pub fn to_events(&self) -> Vec<StreamEvent> {
+        let mut events = vec![StreamEvent::Start {
+            id: self.id.clone(),
+            model: self.model.clone(),
+        }];
+        let mut tool_index = 0u32;
+        for block in &self.content {
+            match block {
+                crate::ContentBlock::Text { text } => events.push(StreamEvent::TextDelta {
+                    text: text.clone(),
+                }),
+                crate::ContentBlock::ToolUse { id, name, input } => {
+                    events.push(StreamEvent::ToolCallStart {
+                        index: tool_index,
+                        id: id.clone(),
+                        name: name.clone(),
+                    });
+                    events.push(StreamEvent::ToolCallDelta {
+                        index: tool_index,
+                        arguments: input.to_string(),
+                    });
+                    tool_index += 1;
+                }
+                crate::ContentBlock::Image { .. } | crate::ContentBlock::ToolResult { .. } => {}
+            }
+        }
+        events.push(StreamEvent::Finish {
+            stop_reason: self.stop_reason,
+            stop_sequence: self.stop_sequence.clone(),
+            usage: self.usage,
+        });
+        events
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use crate::{ChatResponse, ContentBlock, StopReason, Usage};
+
+    #[test]
+    fn events_of_a_response_accumulate_back_to_it() {
+        let response = ChatResponse {
+            id: "msg_1".into(),
+            model: "m".into(),
+            content: vec![
+                ContentBlock::Text {
+                    text: "Let me look.".into(),
+                },
+                ContentBlock::ToolUse {
+                    id: "call_1".into(),
+                    name: "weather".into(),
+                    input: serde_json::json!({"city": "Paris"}),
+                },
+            ],
+            stop_reason: StopReason::ToolUse,
+            stop_sequence: None,
+            usage: Usage {
+                input_tokens: 3,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+        };
+        let mut acc = StreamAccumulator::default();
+        for event in response.to_events() {
+            acc.push(&event);
+        }
+        assert_eq!(acc.into_response(), Some(response));
+    }
+}

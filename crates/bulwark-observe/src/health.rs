@@ -179,6 +179,7 @@ impl HealthBook {
                 error,
                 latency,
                 ttft,
+                ..
             } => {
                 self.attempt(provider, model, *error, *latency, *ttft, now);
                 if error.is_none()
@@ -283,6 +284,7 @@ mod tests {
             provider: provider.into(),
             model: "m".into(),
             error,
+            status: None,
             latency: Duration::from_millis(200),
             ttft: error.is_none().then(|| Duration::from_millis(50)),
         }

@@ -112,7 +112,8 @@ impl RequestOutcome {
             | ErrorKind::PermissionDenied
             | ErrorKind::NotFound
             | ErrorKind::RequestTooLarge
-            | ErrorKind::Unprocessable => RequestOutcome::ClientError,
+            | ErrorKind::Unprocessable
+            | ErrorKind::Conflict => RequestOutcome::ClientError,
             ErrorKind::RateLimited => RequestOutcome::RateLimited,
             ErrorKind::Internal => RequestOutcome::Internal,
             ErrorKind::BadGateway | ErrorKind::Unavailable => RequestOutcome::FailedUpstream,

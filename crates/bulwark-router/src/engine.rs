@@ -41,7 +41,9 @@ use tracing::{info, warn};
 use crate::breaker::{Admission, BreakerState, Outcome};
 use crate::stream::{AttemptGuard, committed_stream};
 use crate::target::TargetHealth;
-use crate::{EventStream, Failure, Route, RouteTarget, Router, RouterEvent, Served};
+use crate::{
+    AttemptSink, EventStream, Failure, Route, RouteTarget, Router, RouterEvent, Served,
+};
 
 /// Per-request options from the caller.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,8 @@ pub struct RequestOptions {
     pub timeout: Option<Duration>,
     /// `x-session-id`: keep to the same target while it is healthy.
     pub session: Option<String>,
+    /// Told about every upstream attempt of this request.
+    pub attempt_sink: Option<AttemptSink>,
 }
 
 /// An attempt that reached its first content event.
@@ -101,7 +105,7 @@ impl Router {
         match self.run(route, req, opts, Mode::Stream).await? {
             (Won::Stream(opened, guard), provider, model, attempts) => {
                 let stream = committed_stream(
-                    self.clone_for_resume(),
+                    self.clone_for_resume(opts.attempt_sink.clone()),
                     Arc::clone(route),
                     req.clone(),
                     opened,
@@ -119,7 +123,9 @@ impl Router {
         }
     }
 
-    fn deadline(&self, route: &Route, opts: &RequestOptions) -> Instant {
+    /// When a request on `route` with `opts` must be answered by: the route's total
+    /// timeout, or the caller's `x-bulwark-timeout` when shorter.
+    pub fn deadline(&self, route: &Route, opts: &RequestOptions) -> Instant {
         let total = opts.timeout.map_or(route.policy.timeouts.total, |t| {
             t.min(route.policy.timeouts.total)
         });
@@ -212,6 +218,7 @@ impl Router {
                         req,
                         &mode,
                         deadline,
+                        opts.attempt_sink.as_ref(),
                         &mut attempts,
                     )
                     .await;
@@ -323,6 +330,7 @@ impl Router {
                         req,
                         &mode,
                         deadline,
+                        opts.attempt_sink.as_ref(),
                         &mut attempts,
                     )
                     .await
@@ -367,11 +375,12 @@ impl Router {
         req: &ChatRequest,
         mode: &Mode,
         deadline: Instant,
+        sink: Option<&AttemptSink>,
         attempts: &mut u32,
     ) -> Result<(Won, String, String), UpstreamError> {
         let (winner, opened, guard) = self
             .open_maybe_hedged(
-                route, target, hedge_with, admission, req, deadline, attempts,
+                route, target, hedge_with, admission, req, deadline, sink, attempts,
             )
             .await?;
         let won = complete(route, opened, guard, mode, deadline).await?;
@@ -396,9 +405,10 @@ impl Router {
         admission: Admission,
         req: &ChatRequest,
         deadline: Instant,
+        sink: Option<&AttemptSink>,
         attempts: &mut u32,
     ) -> Result<(&'r RouteTarget, Opened, AttemptGuard), UpstreamError> {
-        let primary = self.open_attempt(route, target, admission, req, deadline);
+        let primary = self.open_attempt(route, target, admission, req, deadline, sink);
         let (Some(partner), Some(after)) = (hedge_with, route.policy.hedge) else {
             return primary.await.map(|(opened, guard)| (target, opened, guard));
         };
@@ -434,7 +444,7 @@ impl Router {
             from: target.health.provider.clone(),
             to: partner.health.provider.clone(),
         });
-        let hedge = self.open_attempt(route, partner, adm, req, deadline);
+        let hedge = self.open_attempt(route, partner, adm, req, deadline, sink);
         tokio::pin!(hedge);
         let mut primary_err = None;
         let mut hedge_err = None;
@@ -465,6 +475,7 @@ impl Router {
         admission: Admission,
         req: &ChatRequest,
         deadline: Instant,
+        sink: Option<&AttemptSink>,
     ) -> Result<(Opened, AttemptGuard), UpstreamError> {
         let health = &target.health;
         let mut guard = AttemptGuard::new(
@@ -473,6 +484,7 @@ impl Router {
             self.events.clone(),
             route.name.clone(),
             route.policy.timeouts.first_token / 2,
+            sink.cloned(),
         );
         match open_until_content(health, req, route.policy.timeouts.first_token, deadline).await {
             Ok(opened) => {

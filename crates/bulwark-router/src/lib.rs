@@ -83,6 +83,8 @@ pub enum RouterEvent {
         model: String,
         /// `None` on success.
         error: Option<ErrorClass>,
+        /// The upstream's HTTP status when it failed with one.
+        status: Option<u16>,
         latency: Duration,
         ttft: Option<Duration>,
     },
@@ -107,6 +109,33 @@ pub enum RouterEvent {
         model: String,
         ok: bool,
     },
+}
+
+/// One finished upstream attempt, as reported to the request's [`AttemptSink`]
+/// (the journal records these).
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub provider: String,
+    pub model: String,
+    pub started_at: std::time::SystemTime,
+    /// Time from sending to the first content event, when it came.
+    pub ttft: Option<Duration>,
+    pub elapsed: Duration,
+    /// `None` on success, and for a cancelled attempt.
+    pub error: Option<UpstreamError>,
+    /// Dropped before it finished: a hedge that lost, or a caller that went away.
+    pub cancelled: bool,
+}
+
+/// Receives every attempt of one request as it finishes. Called on the request path:
+/// it must not block (the journal's `record_attempt` only queues).
+#[derive(Clone)]
+pub struct AttemptSink(pub Arc<dyn Fn(AttemptReport) + Send + Sync>);
+
+impl std::fmt::Debug for AttemptSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptSink")
+    }
 }
 
 /// Timeouts of a route.
@@ -440,10 +469,11 @@ impl Router {
         Err(ResolveError::UnknownModel(model.to_string()))
     }
 
-    fn clone_for_resume(&self) -> stream::ResumeCtx {
+    fn clone_for_resume(&self, sink: Option<AttemptSink>) -> stream::ResumeCtx {
         stream::ResumeCtx {
             budget: Arc::clone(&self.budget),
             events: self.events.clone(),
+            sink,
         }
     }
 }

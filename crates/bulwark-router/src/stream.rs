@@ -20,7 +20,7 @@ use crate::breaker::{Admission, BreakerState, Outcome};
 use crate::budget::RetryBudget;
 use crate::engine::{Opened, open_until_content, prefill_request, stall_error};
 use crate::target::TargetHealth;
-use crate::{EventStream, Route, RouterEvent};
+use crate::{AttemptReport, AttemptSink, EventStream, Route, RouterEvent};
 
 /// Records one attempt's outcome in its target's breaker and publishes it, exactly
 /// once. Dropped unfinished (the caller went away) it records nothing against the target.
@@ -31,6 +31,8 @@ pub(crate) struct AttemptGuard {
     route: String,
     slow_after: Duration,
     started: Instant,
+    started_at: std::time::SystemTime,
+    sink: Option<AttemptSink>,
     done: bool,
 }
 
@@ -41,6 +43,7 @@ impl AttemptGuard {
         events: tokio::sync::broadcast::Sender<RouterEvent>,
         route: String,
         slow_after: Duration,
+        sink: Option<AttemptSink>,
     ) -> Self {
         AttemptGuard {
             health,
@@ -49,7 +52,23 @@ impl AttemptGuard {
             route,
             slow_after,
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            sink,
             done: false,
+        }
+    }
+
+    fn report(&self, error: Option<&UpstreamError>, ttft: Option<Duration>, cancelled: bool) {
+        if let Some(sink) = &self.sink {
+            (sink.0)(AttemptReport {
+                provider: self.health.provider.clone(),
+                model: self.health.model.clone(),
+                started_at: self.started_at,
+                ttft,
+                elapsed: self.started.elapsed(),
+                error: error.cloned(),
+                cancelled,
+            });
         }
     }
 
@@ -82,9 +101,11 @@ impl AttemptGuard {
             provider: self.health.provider.clone(),
             model: self.health.model.clone(),
             error: result.err().map(|e| e.class),
+            status: result.err().and_then(|e| e.status),
             latency: self.started.elapsed(),
             ttft,
         });
+        self.report(result.err(), ttft, false);
     }
 }
 
@@ -94,6 +115,7 @@ impl Drop for AttemptGuard {
             self.done = true;
             let transition = self.health.breaker.record(self.admission, Outcome::Ignored);
             self.health.on_transition(transition);
+            self.report(None, None, true);
         }
     }
 }
@@ -103,6 +125,7 @@ impl Drop for AttemptGuard {
 pub(crate) struct ResumeCtx {
     pub budget: Arc<RetryBudget>,
     pub events: tokio::sync::broadcast::Sender<RouterEvent>,
+    pub sink: Option<AttemptSink>,
 }
 
 struct State {
@@ -241,6 +264,7 @@ async fn resume(st: &mut State) -> Option<()> {
             st.ctx.events.clone(),
             st.route.name.clone(),
             st.route.policy.timeouts.first_token / 2,
+            st.ctx.sink.clone(),
         );
         match open_until_content(
             &health,

@@ -9,6 +9,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bulwark_core::config::Secret;
+use bulwark_journal::{Backup, Journal, Recovery};
+use bulwark_observe::Observer;
 use bulwark_router::Router;
 
 use crate::ingress::{self, Format};
@@ -20,16 +23,14 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub router: Arc<Router>,
+    pub journal: Journal,
+    pub observer: Arc<Observer>,
+    /// Ships the journal to object storage (`backup:`), when configured.
+    pub backup: Option<Arc<Backup>>,
+    /// What opening the journal found (requests a crash left unfinished).
+    pub recovery: Arc<Recovery>,
+    pub admin_token: Option<Secret>,
     pub started: Instant,
-}
-
-impl AppState {
-    pub fn new(router: Arc<Router>) -> Self {
-        AppState {
-            router,
-            started: Instant::now(),
-        }
-    }
 }
 
 /// The request id of the current request (a request extension set by [`request_id`]).
@@ -37,15 +38,20 @@ impl AppState {
 pub struct RequestId(pub String);
 
 pub fn build_app(state: AppState) -> AxumRouter {
+    let observe = bulwark_observe::http::routes(
+        Arc::clone(&state.observer),
+        state.admin_token.clone(),
+    );
     AxumRouter::new()
         .route("/v1/chat/completions", post(ingress::openai_chat))
         .route("/v1/messages", post(ingress::anthropic_messages))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .with_state(state)
+        .merge(observe)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id))
-        .with_state(state)
 }
 
 /// Takes the caller's `x-request-id` when it is short and printable, otherwise makes

@@ -10,15 +10,22 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use bulwark_core::config::journal::Durability;
 use bulwark_core::{
-    ChatRequest, ErrorClass, ErrorKind, GatewayError, SseFrame, StreamEvent, UpstreamError,
+    ChatRequest, ErrorClass, ErrorKind, GatewayError, SseFrame, StreamAccumulator, StreamEvent,
+    UpstreamError,
 };
+use bulwark_journal::{Claim, ClaimLease, NewRequest, Outcome, StoredAnswer};
+use bulwark_observe::{Observer, RequestOutcome};
 use bulwark_providers::{EventStream, anthropic, openai};
 use bulwark_router::{Failure, RequestOptions, Served};
 use futures::StreamExt;
 use tracing::info;
 
 use crate::app::{AppState, RequestId};
+use crate::ledger::{self, Ledger};
 
 /// The caller's wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +177,15 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let received_at = SystemTime::now();
+    let mut meter = Meter::new(&state, None);
     let opts = match request_options(headers) {
         Ok(opts) => opts,
-        Err(err) => return format.error_response(&err, None),
+        Err(err) => return meter.error(format, &err),
+    };
+    let idem_key = match ledger::idempotency_key(headers) {
+        Ok(key) => key,
+        Err(err) => return meter.error(format, &err),
     };
     let body = match body {
         Ok(body) => body,
@@ -188,30 +201,87 @@ async fn handle(
             } else {
                 GatewayError::invalid(format!("cannot read the request body: {rejection}"))
             };
-            return format.error_response(&err, None);
+            return meter.error(format, &err);
         }
     };
     let req = match format.decode(&body) {
         Ok(req) => req,
         Err(err) => {
             info!(request_id, ingress = format.label(), status = err.status_code(), error = %err, "rejected request");
-            return format.error_response(&err, None);
+            return meter.error(format, &err);
         }
     };
+    meter.route = Some(req.model.clone());
     let route = match state.router.resolve(&req.model) {
         Ok(route) => route,
         Err(err) => {
-            let err = GatewayError::new(ErrorKind::NotFound, err.to_string())
+            let mut err = GatewayError::new(ErrorKind::NotFound, err.to_string())
                 .with_code("model_not_found");
-            let mut err = err;
             err.param = Some("model".into());
-            return format.error_response(&err, None);
+            return meter.error(format, &err);
         }
     };
+    let mut opts = opts;
+    let journal_on = state.journal.config().durability != Durability::Off;
+    let caller = ledger::caller_key_id(headers);
+
+    // Idempotency: replay a stored answer, wait for a running duplicate, or claim.
+    let mut lease = None;
+    let mut scoped_key = None;
+    let mut hash = None;
+    if let (Some(key), true) = (&idem_key, journal_on) {
+        let scoped = format!("{}:{key}", caller.as_deref().unwrap_or("anonymous"));
+        let body_hash = bulwark_journal::body_hash(&body);
+        let deadline = state.router.deadline(&route, &opts);
+        match claim(&state, &scoped, &body_hash, deadline).await {
+            Ok(Claimed::New(l)) => lease = Some(l),
+            Ok(Claimed::Replay(answer)) => {
+                info!(request_id, ingress = format.label(), route = %route.name, original = %answer.request_id, "idempotent replay");
+                meter.outcome = Some(RequestOutcome::Success);
+                return replay_response(format, &req, &answer);
+            }
+            Err(err) => return meter.error(format, &err),
+        }
+        scoped_key = Some(scoped);
+        hash = Some(body_hash);
+    }
+
+    let mut ledger = None;
+    if journal_on {
+        let request_body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        let new = NewRequest {
+            id: request_id.clone(),
+            received_at,
+            caller_key_id: caller,
+            ingress: format.label().to_string(),
+            route: req.model.clone(),
+            stream: req.stream,
+            request_body,
+            idempotency_key: scoped_key,
+            body_hash: hash,
+        };
+        match Ledger::begin(&state.journal, new).await {
+            Ok(l) => {
+                opts.attempt_sink = Some(l.sink());
+                ledger = Some(l);
+            }
+            Err(err) => return meter.error(format, &err),
+        }
+    }
+    // The key is held by the begun request now.
+    drop(lease);
+
     let response = if req.stream {
         match state.router.chat_stream(&route, &req, &opts).await {
-            Ok(served) => stream_response(format, &request_id, &req, served),
-            Err(failure) => failure_response(format, &route.name, failure),
+            Ok(served) => stream_response(format, &request_id, &req, served, ledger, meter),
+            Err(failure) => {
+                let (response, message) = failure_response(format, &route.name, failure);
+                if let Some(mut l) = ledger {
+                    let attempts = l.attempts();
+                    let _ = l.complete(Outcome::failed(message, attempts)).await;
+                }
+                meter.finish(response)
+            }
         }
     } else {
         match state.router.chat(&route, &req, &opts).await {
@@ -223,16 +293,54 @@ async fn handle(
                     }
                     Format::Anthropic => anthropic::serve::encode_response(&served.value, &id),
                 };
-                let mut response = (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response();
-                served_headers(&mut response, &served.provider, served.attempts);
-                response
+                let written = match ledger.as_mut() {
+                    Some(l) => {
+                        let attempts = l.attempts().max(served.attempts);
+                        l.complete(Outcome::completed(
+                            &served.provider,
+                            &served.model,
+                            served.value,
+                            attempts,
+                        ))
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                match written {
+                    Ok(()) => {
+                        let mut response = (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
+                            .into_response();
+                        served_headers(&mut response, &served.provider, served.attempts);
+                        meter.finish(response)
+                    }
+                    // `sync`: an answer that is not on disk is not released.
+                    Err(err) if state.journal.config().durability == Durability::Sync => {
+                        meter.error(format, &err.to_gateway_error())
+                    }
+                    Err(_) => {
+                        let mut response = (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
+                            .into_response();
+                        served_headers(&mut response, &served.provider, served.attempts);
+                        meter.finish(response)
+                    }
+                }
             }
-            Err(failure) => failure_response(format, &route.name, failure),
+            Err(failure) => {
+                let (response, message) = failure_response(format, &route.name, failure);
+                if let Some(mut l) = ledger {
+                    let attempts = l.attempts();
+                    let _ = l.complete(Outcome::failed(message, attempts)).await;
+                }
+                meter.finish(response)
+            }
         }
     };
     info!(
@@ -249,6 +357,131 @@ async fn handle(
     response
 }
 
+/// What the idempotency check decided.
+enum Claimed {
+    New(ClaimLease),
+    Replay(Box<StoredAnswer>),
+}
+
+/// Claims `key`, waiting (until `deadline`) for a running request with the same key.
+async fn claim(
+    state: &AppState,
+    key: &str,
+    body_hash: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Claimed, GatewayError> {
+    let mut claim = state
+        .journal
+        .claim(key, body_hash)
+        .await
+        .map_err(|e| e.to_gateway_error())?;
+    loop {
+        match claim {
+            Claim::New(lease) => return Ok(Claimed::New(lease)),
+            Claim::Completed(answer) => return Ok(Claimed::Replay(answer)),
+            Claim::Mismatch => {
+                return Err(GatewayError::new(
+                    ErrorKind::Unprocessable,
+                    "this Idempotency-Key was already used with a different request body; use a new key for a new request",
+                )
+                .with_code("idempotency_key_reused"));
+            }
+            Claim::InFlight(wait) => {
+                match tokio::time::timeout(ledger::remaining(deadline), wait.wait()).await {
+                    Ok(Ok(next)) => claim = next,
+                    Ok(Err(err)) => return Err(err.to_gateway_error()),
+                    Err(_) => {
+                        return Err(GatewayError::new(
+                            ErrorKind::Conflict,
+                            "a request with this Idempotency-Key is still in progress; retry later to get its answer",
+                        )
+                        .with_code("idempotency_key_in_use"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stored answer sent again, as JSON or as a stream, in the caller's format.
+fn replay_response(format: Format, req: &ChatRequest, answer: &StoredAnswer) -> Response {
+    let id = format.response_id(&answer.request_id);
+    let mut response = if req.stream {
+        let mut encoder = Encoder::new(format, id, unix_now(), req.include_usage);
+        let mut frames = Vec::new();
+        for event in answer.response.to_events() {
+            encoder.encode(&event, &mut frames);
+        }
+        let mut text = String::new();
+        for frame in &frames {
+            text.push_str(&frame.to_wire());
+        }
+        let mut response = Response::new(Body::from(text));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    } else {
+        let body = match format {
+            Format::OpenAi => openai::serve::encode_response(&answer.response, &id, unix_now()),
+            Format::Anthropic => anthropic::serve::encode_response(&answer.response, &id),
+        };
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-bulwark-idempotent-replay", HeaderValue::from_static("true"));
+    if let Some(provider) = &answer.provider
+        && let Ok(value) = HeaderValue::from_str(provider)
+    {
+        headers.insert("x-bulwark-provider", value);
+    }
+    response
+}
+
+/// Counts the request in `bulwark_requests_total` exactly once: with the outcome
+/// set, or as cancelled when dropped without one (the caller went away).
+struct Meter {
+    observer: Arc<Observer>,
+    route: Option<String>,
+    outcome: Option<RequestOutcome>,
+}
+
+impl Meter {
+    fn new(state: &AppState, route: Option<String>) -> Self {
+        Meter {
+            observer: Arc::clone(&state.observer),
+            route,
+            outcome: None,
+        }
+    }
+
+    fn error(mut self, format: Format, err: &GatewayError) -> Response {
+        self.outcome = Some(RequestOutcome::from_error(err));
+        format.error_response(err, None)
+    }
+
+    fn finish(mut self, response: Response) -> Response {
+        self.outcome = Some(RequestOutcome::from_status(response.status().as_u16()));
+        response
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(RequestOutcome::Cancelled);
+        self.observer
+            .record_request(self.route.as_deref().unwrap_or(""), outcome);
+    }
+}
+
 fn served_headers(response: &mut Response, provider: &str, attempts: u32) {
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(provider) {
@@ -258,7 +491,7 @@ fn served_headers(response: &mut Response, provider: &str, attempts: u32) {
 }
 
 /// The caller-facing error when the router gave up.
-fn failure_response(format: Format, route: &str, failure: Failure) -> Response {
+fn failure_response(format: Format, route: &str, failure: Failure) -> (Response, String) {
     let mut err = GatewayError::from_upstream(&failure.error);
     let from = failure.provider.as_deref().unwrap_or("none");
     err.message = match failure.error.class {
@@ -286,7 +519,7 @@ fn failure_response(format: Format, route: &str, failure: Failure) -> Response {
     {
         response.headers_mut().insert("x-bulwark-provider", value);
     }
-    response
+    (response, err.message)
 }
 
 fn stream_response(
@@ -294,6 +527,8 @@ fn stream_response(
     request_id: &str,
     req: &ChatRequest,
     served: Served<EventStream>,
+    ledger: Option<Ledger>,
+    meter: Meter,
 ) -> Response {
     let encoder = Encoder::new(
         format,
@@ -304,37 +539,68 @@ fn stream_response(
     let Served {
         value: events,
         provider,
+        model,
         attempts,
-        ..
     } = served;
+    let mut response_headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&provider) {
+        response_headers.insert("x-bulwark-provider", value);
+    }
+    response_headers.insert("x-bulwark-attempts", HeaderValue::from(attempts));
     let state = EgressState {
         events: Some(events),
         encoder,
         frames: Vec::new(),
         finished: false,
+        acc: ledger.as_ref().map(|_| StreamAccumulator::default()),
+        ledger,
+        meter: Some(meter),
+        provider,
+        model,
+        attempts,
     };
     let body = futures::stream::unfold(state, |mut st| async move {
         let mut events = st.events.take()?;
         st.frames.clear();
         match events.next().await {
             Some(Ok(event)) => {
-                st.finished |= matches!(event, StreamEvent::Finish { .. });
-                st.encoder.encode(&event, &mut st.frames);
-                st.events = Some(events);
+                if let Some(acc) = st.acc.as_mut() {
+                    acc.push(&event);
+                }
+                if matches!(event, StreamEvent::Finish { .. }) {
+                    st.finished = true;
+                    // `sync`: the final event goes out only once the answer is on disk.
+                    match st.record_completed().await {
+                        Ok(()) => {
+                            st.encoder.encode(&event, &mut st.frames);
+                            st.end(RequestOutcome::Success);
+                        }
+                        Err(err) => {
+                            st.encoder.encode_error(&err, &mut st.frames);
+                            st.end(RequestOutcome::from_error(&err));
+                        }
+                    }
+                } else {
+                    st.encoder.encode(&event, &mut st.frames);
+                    st.events = Some(events);
+                }
             }
             Some(Err(err)) => {
-                st.encoder
-                    .encode_error(&midstream_error(&err), &mut st.frames);
+                let err = midstream_error(&err);
+                st.record_failed(&err.message).await;
+                st.encoder.encode_error(&err, &mut st.frames);
+                st.end(RequestOutcome::from_error(&err));
             }
             None if st.finished => return None,
             None => {
                 // A decoder must end with Finish or an error; if it did not, the
                 // answer is incomplete and must not look complete.
-                let err = UpstreamError::protocol(
+                let err = midstream_error(&UpstreamError::protocol(
                     "the upstream stream ended before the answer was complete",
-                );
-                st.encoder
-                    .encode_error(&midstream_error(&err), &mut st.frames);
+                ));
+                st.record_failed(&err.message).await;
+                st.encoder.encode_error(&err, &mut st.frames);
+                st.end(RequestOutcome::from_error(&err));
             }
         }
         let mut bytes = String::new();
@@ -350,7 +616,7 @@ fn stream_response(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    served_headers(&mut response, &provider, attempts);
+    headers.extend(response_headers);
     response
 }
 
@@ -359,6 +625,44 @@ struct EgressState {
     encoder: Encoder,
     frames: Vec<SseFrame>,
     finished: bool,
+    /// The answer as streamed so far (only when journaling).
+    acc: Option<StreamAccumulator>,
+    ledger: Option<Ledger>,
+    meter: Option<Meter>,
+    provider: String,
+    model: String,
+    attempts: u32,
+}
+
+impl EgressState {
+    async fn record_completed(&mut self) -> Result<(), GatewayError> {
+        let (Some(ledger), Some(acc)) = (self.ledger.as_mut(), self.acc.take()) else {
+            return Ok(());
+        };
+        let Some(response) = acc.into_response() else {
+            return Ok(());
+        };
+        let attempts = ledger.attempts().max(self.attempts);
+        let outcome = Outcome::completed(&self.provider, &self.model, response, attempts);
+        match ledger.complete(outcome).await {
+            Ok(()) => Ok(()),
+            Err(err) if ledger.durability() == Durability::Sync => Err(err.to_gateway_error()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn record_failed(&mut self, message: &str) {
+        if let Some(ledger) = self.ledger.as_mut() {
+            let attempts = ledger.attempts().max(self.attempts);
+            let _ = ledger.complete(Outcome::failed(message, attempts)).await;
+        }
+    }
+
+    fn end(&mut self, outcome: RequestOutcome) {
+        if let Some(mut meter) = self.meter.take() {
+            meter.outcome = Some(outcome);
+        }
+    }
 }
 
 /// A failure after the commit point, as the in-band error the caller sees.

@@ -21,6 +21,7 @@
 pub mod app;
 pub mod config;
 mod ingress;
+mod ledger;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use bulwark_core::config::Config;
+use bulwark_core::config::journal::Durability;
+use bulwark_journal::{Backup, Journal};
+use bulwark_observe::{JournalState, Observer};
 use bulwark_router::{Router, Tuning};
 use tokio::net::TcpListener;
 
@@ -40,6 +44,8 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("cannot set up a provider: {0}")]
     Provider(#[from] bulwark_providers::BuildError),
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] bulwark_journal::JournalError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,16 +67,50 @@ pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Builds the shared state from a validated configuration.
-pub fn build_state(config: &Config) -> Result<AppState, StartError> {
-    build_state_tuned(config, Tuning::default())
+/// Builds the shared state from a validated configuration: the router, the journal
+/// (recovering what a crash left unfinished), backups and the observer.
+pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
+    build_state_tuned(config, Tuning::default()).await
 }
 
 /// [`build_state`] with non-default router [`Tuning`] (tests use it to shorten the
 /// recovery probe interval and remove jitter).
-pub fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppState, StartError> {
-    let router = Router::from_config_tuned(config, upstream_client()?, tuning)?;
-    Ok(AppState::new(Arc::new(router)))
+pub async fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppState, StartError> {
+    let client = upstream_client()?;
+    let router = Arc::new(Router::from_config_tuned(config, client.clone(), tuning)?);
+    let (journal, recovery) = Journal::open(&config.journal).await?;
+    if recovery.interrupted > 0 {
+        tracing::warn!(
+            interrupted = recovery.interrupted,
+            "journal: {} request(s) left unfinished by the previous run are now `interrupted` (list them: bulwark journal list --status interrupted)",
+            recovery.interrupted
+        );
+    }
+    let backup = match &config.backup {
+        Some(cfg) if config.journal.durability != Durability::Off => {
+            Some(Arc::new(Backup::new(&config.journal, cfg)?))
+        }
+        _ => None,
+    };
+    let providers = config.providers.iter().map(|p| p.name.clone()).collect();
+    let observer = Observer::new(
+        Arc::clone(&router),
+        providers,
+        config.alerts.clone(),
+        client,
+    );
+    let mut journal_state = JournalState::new(config.journal.durability.as_str());
+    journal_state.rpo_target = config.backup.as_ref().map(|b| b.interval.0);
+    observer.set_journal_state(journal_state);
+    Ok(AppState {
+        router,
+        journal,
+        observer,
+        backup,
+        recovery: Arc::new(recovery),
+        admin_token: config.admin_token.clone(),
+        started: std::time::Instant::now(),
+    })
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains
@@ -80,17 +120,32 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    serve(listener, build_state(config)?, shutdown).await
+    serve(listener, build_state(config).await?, shutdown).await
 }
 
 /// Serves an already built state (tests keep `state.router` to watch breakers and
-/// router events).
+/// router events). On shutdown: stops accepting, drains in-flight requests, ships the
+/// journal's last records to the backup, and closes the journal.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     state.router.start_health_checks();
+    let observer_task = state.observer.spawn(stopped());
+    let backup_task = state
+        .backup
+        .as_ref()
+        .map(|b| Arc::clone(b).spawn(stopped()));
+    let journal_task = tokio::spawn(report_journal(state.clone(), stopped()));
+    let journal = state.journal.clone();
     let app = build_app(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bulwark listening on http://{addr}");
@@ -99,8 +154,51 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = journal_task.await;
+    if let Some(task) = backup_task {
+        let _ = task.await;
+    }
+    let _ = observer_task.await;
+    if let Err(err) = journal.close().await {
+        tracing::error!(error = %err, "journal: close failed");
+    }
+    result?;
     Ok(())
+}
+
+/// Feeds the journal's write health and the backup's RPO exposure to the observer
+/// (metrics, status, alerts) once a second.
+async fn report_journal(state: AppState, stopped: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failures_seen = 0u64;
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
+        let health = state.journal.health();
+        if health.write_failures > failures_seen || health.failing {
+            failures_seen = health.write_failures;
+            state.observer.journal_write_failed();
+        } else {
+            state.observer.journal_write_succeeded();
+        }
+        if let Some(backup) = &state.backup {
+            let status = backup.status().await;
+            state.observer.set_rpo_exposure(status.rpo_exposure);
+            if let Some(at) = status
+                .last_success
+                .as_deref()
+                .and_then(|t| bulwark_journal::parse_time(t, std::time::SystemTime::now()).ok())
+            {
+                state.observer.backup_completed(at);
+            }
+        }
+    }
 }

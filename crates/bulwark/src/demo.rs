@@ -59,7 +59,8 @@ pub async fn run(requests_per_phase: u32) -> anyhow::Result<ExitCode> {
                 .context("cannot start a mock provider")?,
         );
     }
-    let config = demo_config(&mocks)?;
+    let data = tempfile::tempdir().context("cannot create a directory for the demo journal")?;
+    let config = demo_config(&mocks, &data.path().join("journal.db"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -135,10 +136,11 @@ pub async fn run(requests_per_phase: u32) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn demo_config(mocks: &[MockServer]) -> anyhow::Result<Config> {
+fn demo_config(mocks: &[MockServer], journal: &std::path::Path) -> anyhow::Result<Config> {
     let yaml = format!(
         r#"
 listen: 127.0.0.1:0
+journal: {{path: "{j}", durability: sync}}
 providers:
   - {{name: anthropic, kind: anthropic, api_key: demo-key-anthropic, base_url: "{a}"}}
   - {{name: openai, kind: openai, api_key: demo-key-openai, base_url: "{o}/v1"}}
@@ -153,7 +155,8 @@ routes:
 "#,
         a = mocks[0].url(),
         o = mocks[1].url(),
-        g = mocks[2].url()
+        g = mocks[2].url(),
+        j = journal.display()
     );
     Ok(bulwark_server::config::parse(
         std::path::Path::new("<demo>"),

@@ -2,6 +2,7 @@
 //! library crates; no gateway logic lives here.
 
 mod demo;
+mod journal_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,12 +61,84 @@ enum Command {
         #[arg(long, default_value = "mock")]
         name: String,
     },
+    /// Read the journal: list, export (JSON lines) or count requests. Works while a
+    /// gateway runs.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// Ship the journal to the configured `backup.to` now (a snapshot when due, then
+    /// every record not yet shipped, then retention).
+    Backup {
+        #[arg(long, short, env = "BULWARK_CONFIG")]
+        config: PathBuf,
+    },
+    /// Rebuild a journal from backups, then verify it.
+    Restore {
+        /// Backup location: file:///dir, s3://bucket/prefix, gs://…, az://….
+        #[arg(long)]
+        from: String,
+        /// The journal file to create (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+        /// Restore the state as of this time (RFC 3339, or a duration ago like `1h`).
+        #[arg(long)]
+        at: Option<String>,
+        /// Take S3 endpoint/region settings from this config's `backup:` section.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a journal file: SQLite integrity, record checksums, contiguous ids, index.
+    Verify { path: PathBuf },
+    /// Show a running gateway's status: the target serving each route, provider health,
+    /// failovers, alerts, journal and backup.
+    Status {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "BULWARK_URL")]
+        url: String,
+        /// Bearer token for /admin/* (the config's `admin_token`).
+        #[arg(long, env = "BULWARK_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show failover on this machine: three mock providers, the gateway, traffic,
     /// and providers breaking on a script. No keys, no network.
     Demo {
         /// Requests sent in each phase of the script.
         #[arg(long, default_value_t = 5)]
         requests_per_phase: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Requests, newest first.
+    List {
+        #[arg(long, short, env = "BULWARK_CONFIG")]
+        config: PathBuf,
+        /// in_flight, completed, failed or interrupted.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One JSON object per request (id, status, route, provider, model, attempts,
+    /// request, response, usage, timestamps), oldest first.
+    Export {
+        #[arg(long, short, env = "BULWARK_CONFIG")]
+        config: PathBuf,
+        /// RFC 3339 time, or a duration ago (`1h`).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Counts by status, span, size, durability and the backup's RPO exposure.
+    Stats {
+        #[arg(long, short, env = "BULWARK_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -130,7 +203,74 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { requests_per_phase } => demo::run(requests_per_phase).await,
+        Command::Journal { command } => match command {
+            JournalCommand::List {
+                config,
+                status,
+                limit,
+            } => {
+                let cfg = bulwark_server::config::load(&config)?;
+                journal_cli::journal_list(&cfg.journal, status.as_deref(), limit).await
+            }
+            JournalCommand::Export {
+                config,
+                since,
+                status,
+            } => {
+                let cfg = bulwark_server::config::load(&config)?;
+                journal_cli::journal_export(&cfg.journal, since.as_deref(), status.as_deref())
+                    .await
+            }
+            JournalCommand::Stats { config } => {
+                let cfg = bulwark_server::config::load(&config)?;
+                journal_cli::journal_stats(&cfg.journal, cfg.backup.as_ref()).await
+            }
+        },
+        Command::Backup { config } => {
+            let cfg = bulwark_server::config::load(&config)?;
+            let Some(backup) = cfg.backup.as_ref() else {
+                anyhow::bail!(
+                    "{}: no `backup:` section (add `backup: {{to: file:///var/backups/bulwark}}`)",
+                    config.display()
+                );
+            };
+            journal_cli::backup(&cfg.journal, backup).await
+        }
+        Command::Restore {
+            from,
+            to,
+            at,
+            config,
+        } => {
+            let backup = match config {
+                Some(path) => bulwark_server::config::load(&path)?.backup,
+                None => None,
+            };
+            journal_cli::restore(&from, &to, at.as_deref(), backup.as_ref()).await
+        }
+        Command::Verify { path } => journal_cli::verify(&path).await,
+        Command::Status {
+            url,
+            admin_token,
+            json,
+        } => status(&url, admin_token.as_deref(), json).await,
     }
+}
+
+async fn status(url: &str, token: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    if json {
+        let report = bulwark_observe::render::fetch_status(&client, url, token).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!(
+        "{}",
+        bulwark_observe::render::status_command(&client, url, token).await?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {

@@ -15,6 +15,7 @@ struct Stack {
     secondary: MockServer,
     client: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
 }
 
 const KEY_A: &str = "sk-ant-primary-secret";
@@ -25,8 +26,10 @@ async fn stack() -> Stack {
     bulwark_server::install_crypto_provider();
     let primary = MockServer::start("primary").await.unwrap();
     let secondary = MockServer::start("secondary").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         r#"
+journal: {{path: "{j}"}}
 providers:
   - {{name: primary, kind: anthropic, api_key: "${{KEY_A}}", base_url: "{a}"}}
   - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{b}/v1"}}
@@ -37,7 +40,8 @@ routes:
       - {{provider: secondary, model: gpt-test}}
 "#,
         a = primary.url(),
-        b = secondary.url()
+        b = secondary.url(),
+        j = dir.path().join("journal.db").display()
     );
     let env = |name: &str| match name {
         "KEY_A" => Some(KEY_A.to_string()),
@@ -61,6 +65,7 @@ routes:
         secondary,
         client: reqwest::Client::new(),
         _stop: stop,
+        _dir: dir,
     }
 }
 

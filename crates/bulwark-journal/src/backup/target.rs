@@ -23,26 +23,7 @@ pub struct BackupTarget {
 
 /// Checks that `url` names a store this build can write to.
 pub(crate) fn check_url(raw: &str) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|e| format!("backup.to {raw:?}: {e}"))?;
-    match url.scheme() {
-        "file" => {
-            if url.host_str().is_some_and(|h| !h.is_empty()) {
-                return Err(format!(
-                    "backup.to {raw:?}: a file URL needs an absolute path (file:///dir)"
-                ));
-            }
-            Ok(())
-        }
-        "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("backup.to {raw:?}: no bucket or container"));
-            }
-            Ok(())
-        }
-        other => Err(format!(
-            "backup.to {raw:?}: unsupported scheme {other:?} (file, s3, gs, az)"
-        )),
-    }
+    bulwark_core::config::journal::check_backup_url(raw)
 }
 
 impl BackupTarget {

@@ -275,7 +275,9 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
 /// The Anthropic error type for a caller-facing error kind.
 fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::Unprocessable => "invalid_request_error",
+        ErrorKind::InvalidRequest | ErrorKind::Unprocessable | ErrorKind::Conflict => {
+            "invalid_request_error"
+        }
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",

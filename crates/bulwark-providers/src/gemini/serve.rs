@@ -251,7 +251,10 @@ fn error_json(err: &GatewayError) -> String {
 /// The canonical `google.rpc.Code` name Google pairs with each HTTP status.
 fn status_name(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::RequestTooLarge | ErrorKind::Unprocessable => {
+        ErrorKind::InvalidRequest
+        | ErrorKind::RequestTooLarge
+        | ErrorKind::Unprocessable
+        | ErrorKind::Conflict => {
             "INVALID_ARGUMENT"
         }
         ErrorKind::Authentication => "UNAUTHENTICATED",

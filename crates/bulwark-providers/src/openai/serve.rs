@@ -246,7 +246,8 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
         | ErrorKind::Authentication
         | ErrorKind::NotFound
         | ErrorKind::RequestTooLarge
-        | ErrorKind::Unprocessable => "invalid_request_error",
+        | ErrorKind::Unprocessable
+        | ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::RateLimited if quota => "insufficient_quota",
         ErrorKind::RateLimited => "rate_limit_error",

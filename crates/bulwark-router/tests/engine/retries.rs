@@ -165,6 +165,8 @@ async fn one_deadline_covers_attempts_backoffs_and_failovers() {
     let opts = RequestOptions {
         timeout: Some(Duration::from_secs(3)),
         session: None,
+
+        ..Default::default()
     };
     let failure = h.chat_on("chat", &opts).await.unwrap_err();
     assert_eq!(h.now_ms(), 3000);

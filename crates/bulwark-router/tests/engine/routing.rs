@@ -161,6 +161,8 @@ async fn a_session_keeps_to_its_target_while_it_is_healthy() {
     let session = RequestOptions {
         timeout: None,
         session: Some("s1".into()),
+
+        ..Default::default()
     };
 
     let first = h.chat_on("chat", &session).await.unwrap().provider;

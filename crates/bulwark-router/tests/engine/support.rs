@@ -9,7 +9,6 @@ pub use std::time::Duration;
 pub use bulwark_core::config::{
     Config, HealthCheckConfig, HedgeAfter, HedgeConfig, HumanDuration, ProviderConfig,
     ProviderKind, RetryBudgetConfig, RetryConfig, RouteConfig, TargetConfig, TimeoutsConfig,
-    default_listen,
 };
 pub use bulwark_core::{
     ChatRequest, ChatResponse, ContentBlock, ErrorClass, Message, StopReason, StreamEvent,
@@ -335,12 +334,8 @@ pub fn harness_with(
     budget: RetryBudgetConfig,
     tuning: Tuning,
 ) -> Harness {
-    let config = Config {
-        listen: default_listen(),
-        providers,
-        routes,
-        retry_budget: budget,
-    };
+    let mut config = Config::new(providers, routes);
+    config.retry_budget = budget;
     let map: HashMap<String, Arc<dyn Upstream>> = upstreams
         .iter()
         .map(|(n, u)| (n.to_string(), Arc::clone(*u) as Arc<dyn Upstream>))

@@ -50,6 +50,8 @@ pub struct Gw {
     /// Taken just before the mocks started: their `at_ms` count from about here.
     pub t0: Instant,
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// Holds the journal's directory.
+    pub _dir: tempfile::TempDir,
 }
 
 pub struct Resp {
@@ -94,15 +96,20 @@ impl Gw {
         let primary = MockServer::start("primary").await.unwrap();
         let secondary = MockServer::start("secondary").await.unwrap();
         let tertiary = MockServer::start("tertiary").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal.db");
         let yaml = format!(
-            "providers:\n  - {{name: primary, kind: anthropic, api_key: k-a, base_url: \"{a}\"}}\n  - {{name: secondary, kind: openai, api_key: k-b, base_url: \"{b}/v1\"}}\n  - {{name: tertiary, kind: gemini, api_key: k-c, base_url: \"{c}\"}}\n{top}\nroutes:\n{routes}",
+            "journal: {{path: \"{j}\"}}\nproviders:\n  - {{name: primary, kind: anthropic, api_key: k-a, base_url: \"{a}\"}}\n  - {{name: secondary, kind: openai, api_key: k-b, base_url: \"{b}/v1\"}}\n  - {{name: tertiary, kind: gemini, api_key: k-c, base_url: \"{c}\"}}\n{top}\nroutes:\n{routes}",
             a = primary.url(),
             b = secondary.url(),
             c = tertiary.url(),
+            j = journal.display(),
         );
         let config = bulwark_server::config::parse(Path::new("resilience.yaml"), &yaml, &|_| None)
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let state = bulwark_server::build_state_tuned(&config, tuning).unwrap();
+        let state = bulwark_server::build_state_tuned(&config, tuning)
+            .await
+            .unwrap();
         let router = Arc::clone(&state.router);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -123,6 +130,7 @@ impl Gw {
             client: reqwest::Client::new(),
             t0,
             _stop: stop,
+            _dir: dir,
         }
     }
 
