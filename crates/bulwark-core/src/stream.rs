@@ -180,9 +180,9 @@ impl crate::ChatResponse {
         let mut tool_index = 0u32;
         for block in &self.content {
             match block {
-                crate::ContentBlock::Text { text } => events.push(StreamEvent::TextDelta {
-                    text: text.clone(),
-                }),
+                crate::ContentBlock::Text { text } => {
+                    events.push(StreamEvent::TextDelta { text: text.clone() })
+                }
                 crate::ContentBlock::ToolUse { id, name, input } => {
                     events.push(StreamEvent::ToolCallStart {
                         index: tool_index,

@@ -41,9 +41,7 @@ use tracing::{info, warn};
 use crate::breaker::{Admission, BreakerState, Outcome};
 use crate::stream::{AttemptGuard, committed_stream};
 use crate::target::TargetHealth;
-use crate::{
-    AttemptSink, EventStream, Failure, Route, RouteTarget, Router, RouterEvent, Served,
-};
+use crate::{AttemptSink, EventStream, Failure, Route, RouteTarget, Router, RouterEvent, Served};
 
 /// Per-request options from the caller.
 #[derive(Debug, Clone, Default)]

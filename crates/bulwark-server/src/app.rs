@@ -38,10 +38,8 @@ pub struct AppState {
 pub struct RequestId(pub String);
 
 pub fn build_app(state: AppState) -> AxumRouter {
-    let observe = bulwark_observe::http::routes(
-        Arc::clone(&state.observer),
-        state.admin_token.clone(),
-    );
+    let observe =
+        bulwark_observe::http::routes(Arc::clone(&state.observer), state.admin_token.clone());
     AxumRouter::new()
         .route("/v1/chat/completions", post(ingress::openai_chat))
         .route("/v1/messages", post(ingress::anthropic_messages))

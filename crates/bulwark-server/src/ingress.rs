@@ -437,7 +437,10 @@ fn replay_response(format: Format, req: &ChatRequest, answer: &StoredAnswer) -> 
             .into_response()
     };
     let headers = response.headers_mut();
-    headers.insert("x-bulwark-idempotent-replay", HeaderValue::from_static("true"));
+    headers.insert(
+        "x-bulwark-idempotent-replay",
+        HeaderValue::from_static("true"),
+    );
     if let Some(provider) = &answer.provider
         && let Ok(value) = HeaderValue::from_str(provider)
     {

@@ -143,7 +143,9 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, GatewayErr
         return Ok(None);
     };
     match raw.to_str() {
-        Ok(key) if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(key)
+            if !key.is_empty() && key.len() <= 255 && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(key.to_string()))
         }
         _ => Err(GatewayError::invalid_param(

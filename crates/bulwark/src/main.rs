@@ -218,8 +218,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 status,
             } => {
                 let cfg = bulwark_server::config::load(&config)?;
-                journal_cli::journal_export(&cfg.journal, since.as_deref(), status.as_deref())
-                    .await
+                journal_cli::journal_export(&cfg.journal, since.as_deref(), status.as_deref()).await
             }
             JournalCommand::Stats { config } => {
                 let cfg = bulwark_server::config::load(&config)?;

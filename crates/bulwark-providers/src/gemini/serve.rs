@@ -254,9 +254,7 @@ fn status_name(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidRequest
         | ErrorKind::RequestTooLarge
         | ErrorKind::Unprocessable
-        | ErrorKind::Conflict => {
-            "INVALID_ARGUMENT"
-        }
+        | ErrorKind::Conflict => "INVALID_ARGUMENT",
         ErrorKind::Authentication => "UNAUTHENTICATED",
         ErrorKind::PermissionDenied => "PERMISSION_DENIED",
         ErrorKind::NotFound => "NOT_FOUND",

@@ -23,14 +23,21 @@ const INTERVAL_MS: u64 = 300;
 async fn site_loss_restore_from_a_local_directory() {
     let backups = tempfile::tempdir().unwrap();
     let to = format!("file://{}", backups.path().display());
-    site_loss("file", &format!("backup: {{to: \"{to}\", interval: {INTERVAL_MS}ms}}"), &to, None)
-        .await;
+    site_loss(
+        "file",
+        &format!("backup: {{to: \"{to}\", interval: {INTERVAL_MS}ms}}"),
+        &to,
+        None,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_loss_restore_from_s3() {
     let Ok(endpoint) = std::env::var("BULWARK_TEST_S3_ENDPOINT") else {
-        println!("skipped: set BULWARK_TEST_S3_ENDPOINT (moto_server on 127.0.0.1) to run the S3 site-loss test");
+        println!(
+            "skipped: set BULWARK_TEST_S3_ENDPOINT (moto_server on 127.0.0.1) to run the S3 site-loss test"
+        );
         return;
     };
     let bucket = std::env::var("BULWARK_TEST_S3_BUCKET").unwrap_or_else(|_| "bulwark-test".into());
@@ -100,7 +107,9 @@ async fn site_loss(label: &str, backup_section: &str, from: &str, restore_cfg: O
     let restored = new_site.path().join("journal.db");
     let rto_start = Instant::now();
     let mut restore = std::process::Command::new(BIN);
-    restore.args(["restore", "--from", from, "--to"]).arg(&restored);
+    restore
+        .args(["restore", "--from", from, "--to"])
+        .arg(&restored);
     if let Some(section) = restore_cfg {
         let cfg = new_site.path().join("restore.yaml");
         std::fs::write(
@@ -119,9 +128,15 @@ async fn site_loss(label: &str, backup_section: &str, from: &str, restore_cfg: O
     );
     let new_config = write_config(new_site.path(), &mock.url(), &restored, "");
     let gateway = Gateway::start(&new_config).await;
-    let first = send(&client, &gateway.url("/v1/chat/completions"), "after-restore", false, &[])
-        .await
-        .unwrap();
+    let first = send(
+        &client,
+        &gateway.url("/v1/chat/completions"),
+        "after-restore",
+        false,
+        &[],
+    )
+    .await
+    .unwrap();
     let rto = rto_start.elapsed();
     assert_eq!(first.status, 200);
     assert!(first.complete_text.is_some());
@@ -145,7 +160,11 @@ async fn site_loss(label: &str, backup_section: &str, from: &str, restore_cfg: O
         .collect();
     let lost: Vec<_> = answered
         .iter()
-        .filter(|(r, _)| entries.get(&r.id).is_none_or(|e| e["status"] != "completed"))
+        .filter(|(r, _)| {
+            entries
+                .get(&r.id)
+                .is_none_or(|e| e["status"] != "completed")
+        })
         .collect();
     let rpo_time = lost
         .iter()
@@ -172,7 +191,11 @@ async fn site_loss(label: &str, backup_section: &str, from: &str, restore_cfg: O
             );
         }
     }
-    assert!(answered.len() > 20, "too little traffic: {}", answered.len());
+    assert!(
+        answered.len() > 20,
+        "too little traffic: {}",
+        answered.len()
+    );
     // What was lost is only what had not been shipped yet: younger than the interval
     // plus one shipment's time.
     assert!(

@@ -58,7 +58,10 @@ async fn kill_9_under_load_loses_no_answer() {
             received.extend(task.await.unwrap());
         }
         let report = bulwark_journal::verify(&journal).await.unwrap();
-        assert!(report.ok, "round {round}: verify failed after kill -9: {report:?}");
+        assert!(
+            report.ok,
+            "round {round}: verify failed after kill -9: {report:?}"
+        );
     }
 
     // One more start recovers what the last kill left in flight.
@@ -68,9 +71,9 @@ async fn kill_9_under_load_loses_no_answer() {
     let mut answered = 0;
     let mut interrupted = 0;
     for r in &received {
-        let entry = entries
-            .get(&r.id)
-            .unwrap_or_else(|| panic!("{} got status {} but is not in the journal", r.id, r.status));
+        let entry = entries.get(&r.id).unwrap_or_else(|| {
+            panic!("{} got status {} but is not in the journal", r.id, r.status)
+        });
         let status = entry["status"].as_str().unwrap();
         assert!(
             matches!(status, "completed" | "failed" | "interrupted"),
@@ -80,7 +83,12 @@ async fn kill_9_under_load_loses_no_answer() {
         if let Some(text) = &r.complete_text {
             answered += 1;
             assert_eq!(status, "completed", "{}: the caller got an answer", r.id);
-            assert_eq!(&journal_text(entry), text, "{}: journaled answer differs", r.id);
+            assert_eq!(
+                &journal_text(entry),
+                text,
+                "{}: journaled answer differs",
+                r.id
+            );
         }
         if status == "interrupted" {
             interrupted += 1;
@@ -92,14 +100,23 @@ async fn kill_9_under_load_loses_no_answer() {
         .values()
         .filter(|e| e["status"] == "interrupted")
         .count();
-    let in_flight = entries.values().filter(|e| e["status"] == "in_flight").count();
+    let in_flight = entries
+        .values()
+        .filter(|e| e["status"] == "in_flight")
+        .count();
     println!(
         "kill -9 x{ROUNDS}: {} requests accepted, {answered} answers received and all journaled as completed, {interrupted} accepted-then-interrupted seen by callers, {total_interrupted} interrupted in all, {} journal entries",
         received.len(),
         entries.len()
     );
-    assert_eq!(in_flight, 0, "restart must mark unfinished requests interrupted");
-    assert!(answered > ROUNDS * CLIENTS, "too little traffic to mean anything: {answered}");
+    assert_eq!(
+        in_flight, 0,
+        "restart must mark unfinished requests interrupted"
+    );
+    assert!(
+        answered > ROUNDS * CLIENTS,
+        "too little traffic to mean anything: {answered}"
+    );
     assert!(
         total_interrupted > 0,
         "no kill landed on a request in flight; the test did not exercise a crash"

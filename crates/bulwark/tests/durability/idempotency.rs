@@ -47,10 +47,17 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
         serde_json::from_str(&b1).unwrap(),
         serde_json::from_str(&b2).unwrap(),
     );
-    assert_eq!(a1["id"], a2["id"], "the replay carries the first answer's id");
+    assert_eq!(
+        a1["id"], a2["id"],
+        "the replay carries the first answer's id"
+    );
     assert_eq!(a1["choices"], a2["choices"]);
     assert_eq!(a1["usage"], a2["usage"]);
-    assert_eq!(mock.calls().len(), 1, "the replay must not call the provider");
+    assert_eq!(
+        mock.calls().len(),
+        1,
+        "the replay must not call the provider"
+    );
 
     // The key is the caller's: another caller with the same key is a new request.
     let (s3, h3, _) = post(
@@ -65,11 +72,22 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
     assert_eq!(mock.calls().len(), 2);
 
     // 2. Same key, another body: 422 in the caller's format, no provider call.
-    let (s4, _, b4) = post(&client, &url, &chat_body(false, "something else"), &[auth, key]).await;
+    let (s4, _, b4) = post(
+        &client,
+        &url,
+        &chat_body(false, "something else"),
+        &[auth, key],
+    )
+    .await;
     assert_eq!(s4, 422, "{b4}");
     let err: Value = serde_json::from_str(&b4).unwrap();
     assert_eq!(err["error"]["code"], "idempotency_key_reused", "{b4}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("different request body"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different request body")
+    );
     let anthropic_body = json!({
         "model": "chat", "max_tokens": 50,
         "messages": [{"role": "user", "content": "hello"}],
@@ -111,7 +129,13 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         post(&client, &url, &cbody, &headers).await
     });
-    assert_eq!((first.0, second.0), (200, 200), "{} / {}", first.2, second.2);
+    assert_eq!(
+        (first.0, second.0),
+        (200, 200),
+        "{} / {}",
+        first.2,
+        second.2
+    );
     let (f, s): (Value, Value) = (
         serde_json::from_str(&first.2).unwrap(),
         serde_json::from_str(&second.2).unwrap(),
@@ -119,7 +143,11 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
     assert_eq!(f["id"], s["id"]);
     assert_eq!(f["choices"], s["choices"]);
     assert_eq!(second.1["x-bulwark-idempotent-replay"], "true");
-    assert_eq!(mock.calls().len(), 5, "the duplicate must not reach the provider");
+    assert_eq!(
+        mock.calls().len(),
+        5,
+        "the duplicate must not reach the provider"
+    );
 
     // A bad key is the caller's mistake.
     let long = "k".repeat(300);
@@ -131,7 +159,11 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
     let entries = journal_export(&journal).await;
     let keyed: Vec<&Value> = entries
         .values()
-        .filter(|e| e["idempotency_key"].as_str().is_some_and(|k| k.ends_with(":order-42")))
+        .filter(|e| {
+            e["idempotency_key"]
+                .as_str()
+                .is_some_and(|k| k.ends_with(":order-42"))
+        })
         .collect();
     assert_eq!(keyed.len(), 2, "one per caller");
     let dump = serde_json::to_string(&entries.values().collect::<Vec<_>>()).unwrap();

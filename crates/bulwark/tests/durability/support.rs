@@ -133,9 +133,11 @@ pub async fn send(
     } else if stream {
         stream_text(&body)
     } else {
-        serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|v| v["choices"][0]["message"]["content"].as_str().map(str::to_string))
+        serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
     };
     Some(Received {
         id: id.to_string(),
