@@ -2,8 +2,14 @@
 # Runs every test: the Rust suite (unit + end-to-end on loopback), then the official
 # OpenAI / Anthropic / Google SDKs against the built binary. No keys, no network
 # beyond the package registries used to install the pinned SDKs the first time.
+# The journal's PostgreSQL and S3 tests run against throwaway local servers that
+# scripts/test-services.sh starts here (and stops on exit) when they are installed;
+# otherwise those tests are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+source scripts/test-services.sh
+start_test_services
 
 cargo test --workspace --locked
 

@@ -35,9 +35,29 @@ pub struct Config {
     /// Alert rules and notification channels (`alerts:`).
     #[serde(default)]
     pub alerts: AlertsConfig,
-    /// Bearer token required on `/admin/*` and `/metrics` when set.
+    /// Bearer token required on `/admin/*` when set (`/admin/chaos` is refused
+    /// without one).
     #[serde(default)]
     pub admin_token: Option<Secret>,
+    /// Continuity objectives DR drills are judged against (`bulwark drill`).
+    #[serde(default)]
+    pub objectives: ObjectivesConfig,
+}
+
+/// `objectives:` — what a DR drill must demonstrate to pass.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectivesConfig {
+    /// Least share of caller requests answered during a drill (e.g. `0.999`).
+    #[serde(default)]
+    pub availability: Option<f64>,
+    /// Longest time callers may go without answers (recovery time objective).
+    #[serde(default)]
+    pub rto: Option<HumanDuration>,
+    /// Most answered work that may be lost, as time (recovery point objective; `0s`
+    /// means no answer a caller received may be missing from the journal).
+    #[serde(default)]
+    pub rpo: Option<HumanDuration>,
 }
 
 impl Config {
@@ -53,6 +73,7 @@ impl Config {
             backup: None,
             alerts: AlertsConfig::default(),
             admin_token: None,
+            objectives: ObjectivesConfig::default(),
         }
     }
 }

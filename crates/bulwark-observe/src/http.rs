@@ -74,7 +74,8 @@ pub fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn unauthorized() -> Response {
+/// 401 with `WWW-Authenticate: Bearer` and a JSON error body.
+pub fn unauthorized() -> Response {
     let body = serde_json::json!({
         "error": {
             "type": "authentication_error",

@@ -192,7 +192,7 @@ impl Observer {
             started: self.started,
             started_wall: self.started_wall,
         };
-        status::build(
+        let mut report = status::build(
             &meta,
             &status::Snapshot {
                 book: &shared.book,
@@ -202,7 +202,21 @@ impl Observer {
                 now: Instant::now(),
                 now_wall: SystemTime::now(),
             },
-        )
+        );
+        report.chaos = self
+            .router
+            .chaos()
+            .active()
+            .into_iter()
+            .map(|r| status::ChaosStatus {
+                id: r.id,
+                remaining_seconds: r.remaining().as_secs(),
+                fault: serde_json::to_value(&r.fault).unwrap_or_default(),
+                provider: r.provider,
+                model: r.model,
+            })
+            .collect();
+        report
     }
 
     /// Replaces the journal state (at start, and whenever the server learns more).

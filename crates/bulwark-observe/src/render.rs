@@ -96,6 +96,18 @@ pub fn render(r: &StatusReport) -> String {
         secs(g.uptime_seconds),
         g.started_at
     );
+    for c in &r.chaos {
+        let _ = writeln!(
+            out,
+            "CHAOS ACTIVE (#{}): {}/{} {} for {} more (clear: DELETE /admin/chaos/{})",
+            c.id,
+            c.provider,
+            c.model.as_deref().unwrap_or("*"),
+            c.fault,
+            secs(c.remaining_seconds),
+            c.id
+        );
+    }
     if r.alerts.is_empty() {
         let _ = writeln!(out, "alerts: none firing");
     } else {
@@ -335,6 +347,7 @@ mod tests {
                 uptime_seconds: 7200,
                 generated_at: "x".into(),
             },
+            chaos: Vec::new(),
             alerts: vec![FiringAlert {
                 rule: "failover".into(),
                 severity: "warning".into(),

@@ -33,6 +33,21 @@ pub struct StatusReport {
     pub routes: Vec<RouteStatus>,
     /// `null` when the gateway runs without a journal.
     pub journal: Option<JournalReport>,
+    /// Game-day faults injected through `POST /admin/chaos` and still in force.
+    #[serde(default)]
+    pub chaos: Vec<ChaosStatus>,
+}
+
+/// One active chaos rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChaosStatus {
+    pub id: u64,
+    pub provider: String,
+    /// `null`: every model of the provider.
+    pub model: Option<String>,
+    /// The fault as injected (`{"kind": "down"}`, …).
+    pub fault: serde_json::Value,
+    pub remaining_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +291,7 @@ pub fn build(meta: &Meta<'_>, s: &Snapshot<'_>) -> StatusReport {
         alerts,
         routes: routes.collect(),
         journal,
+        chaos: Vec::new(),
     }
 }
 

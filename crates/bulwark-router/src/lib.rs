@@ -35,6 +35,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod chaos;
 mod engine;
 pub mod sticky;
 mod stream;
@@ -261,9 +262,15 @@ pub struct Router {
     budget: Arc<RetryBudget>,
     sticky: StickySessions,
     events: tokio::sync::broadcast::Sender<RouterEvent>,
+    chaos: Arc<chaos::ChaosBoard>,
 }
 
 impl Router {
+    /// Game-day faults injected by operators (`POST /admin/chaos`).
+    pub fn chaos(&self) -> &Arc<chaos::ChaosBoard> {
+        &self.chaos
+    }
+
     /// A router over the configured providers.
     pub fn from_config(
         config: &Config,
@@ -319,6 +326,7 @@ impl Router {
             )),
             sticky: StickySessions::new(100_000, Duration::from_secs(3600)),
             events,
+            chaos: Arc::default(),
         };
         for r in &config.routes {
             let route = router.build_route(r, &r.model);
@@ -372,7 +380,12 @@ impl Router {
         model: &str,
         breaker: &BreakerConfig,
     ) -> Option<Arc<TargetHealth>> {
-        let upstream = Arc::clone(self.upstreams.get(provider)?);
+        let upstream: Arc<dyn Upstream> = Arc::new(chaos::Chaotic {
+            inner: Arc::clone(self.upstreams.get(provider)?),
+            provider: provider.to_string(),
+            model: model.to_string(),
+            board: Arc::clone(&self.chaos),
+        });
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let key = (provider.to_string(), model.to_string());
         if let Some(existing) = targets.get(&key) {
@@ -436,6 +449,11 @@ impl Router {
     }
 
     /// Route names in configuration order.
+    /// Whether `name` is a configured provider.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.upstreams.contains_key(name)
+    }
+
     pub fn route_names(&self) -> &[String] {
         &self.route_order
     }

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bulwark_core::config::Secret;
 use bulwark_journal::{Backup, Journal, Recovery};
 use bulwark_observe::Observer;
@@ -45,6 +45,13 @@ pub fn build_app(state: AppState) -> AxumRouter {
         .route("/v1/messages", post(ingress::anthropic_messages))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
+        .route(
+            "/admin/chaos",
+            post(crate::admin::inject)
+                .get(crate::admin::list)
+                .delete(crate::admin::clear_all),
+        )
+        .route("/admin/chaos/{id}", delete(crate::admin::clear_one))
         .fallback(not_found)
         .with_state(state)
         .merge(observe)

@@ -338,6 +338,47 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
             }
         }
     }
+    validate_sections(config)
+}
+
+/// The `journal`, `backup`, `alerts` and `objectives` sections.
+fn validate_sections(config: &Config) -> Result<(), (String, String)> {
+    let field_of = |msg: &str, default: &str| {
+        msg.split_whitespace()
+            .next()
+            .filter(|w| w.starts_with(default))
+            .unwrap_or(default)
+            .to_string()
+    };
+    config
+        .journal
+        .validate()
+        .map_err(|msg| (field_of(&msg, "journal"), msg))?;
+    if let Some(backup) = &config.backup {
+        backup
+            .validate()
+            .map_err(|msg| (field_of(&msg, "backup"), msg))?;
+        if config.journal.backend == bulwark_core::config::journal::BackendKind::Postgres {
+            return Err((
+                "backup".into(),
+                "backup: applies to the SQLite journal; back up PostgreSQL with its own tools (pg_basebackup, WAL archiving) and remove this section".into(),
+            ));
+        }
+    }
+    let routes: Vec<String> = config.routes.iter().map(|r| r.model.clone()).collect();
+    let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
+    config
+        .alerts
+        .validate(&routes, &providers)
+        .map_err(|e| (format!("alerts.{}", e.field), e.message))?;
+    if let Some(a) = config.objectives.availability
+        && !(a > 0.0 && a <= 1.0)
+    {
+        return Err((
+            "objectives.availability".into(),
+            format!("{a} is not a share of requests (write e.g. 0.999)"),
+        ));
+    }
     Ok(())
 }
 

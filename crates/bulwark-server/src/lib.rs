@@ -18,6 +18,7 @@
 //! [`run`] serves until the shutdown future resolves; tests bind `127.0.0.1:0` and call
 //! the same function the binary calls.
 
+mod admin;
 pub mod app;
 pub mod config;
 mod ingress;

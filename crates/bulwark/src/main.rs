@@ -1,6 +1,7 @@
 //! `bulwark`: the command line. Parses arguments, loads configuration, and calls the
 //! library crates; no gateway logic lives here.
 
+mod availability;
 mod demo;
 mod journal_cli;
 
@@ -46,6 +47,13 @@ enum Command {
         /// Listen on this address instead of the config's `listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// Use this SQLite journal file instead of the config's `journal.path` (a
+        /// gateway started on a restored journal).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Admin token for /admin/* (overrides the config's `admin_token`).
+        #[arg(long, env = "BULWARK_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Validate a configuration file: exit 0 when it is good.
     Check {
@@ -90,6 +98,9 @@ enum Command {
     },
     /// Check a journal file: SQLite integrity, record checksums, contiguous ids, index.
     Verify { path: PathBuf },
+    /// Availability in failover: `simulate` the expected value of 1, 2, 3 providers, or
+    /// `--config FILE` for the availability realised, per route and provider, from the journal.
+    Availability(availability::AvailabilityArgs),
     /// Show a running gateway's status: the target serving each route, provider health,
     /// failovers, alerts, journal and backup.
     Status {
@@ -167,10 +178,21 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     bulwark_server::install_crypto_provider();
     match command {
-        Command::Serve { config, listen } => {
+        Command::Serve {
+            config,
+            listen,
+            journal,
+            admin_token,
+        } => {
             let mut cfg = bulwark_server::config::load(&config)?;
             if let Some(listen) = listen {
                 cfg.listen = listen;
+            }
+            if let Some(path) = journal {
+                cfg.journal.path = path;
+            }
+            if let Some(token) = admin_token.filter(|t| !t.is_empty()) {
+                cfg.admin_token = Some(bulwark_core::config::Secret::new(token));
             }
             let listener = tokio::net::TcpListener::bind(&cfg.listen)
                 .await
@@ -203,6 +225,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { requests_per_phase } => demo::run(requests_per_phase).await,
+        Command::Availability(args) => availability::run(args).await,
         Command::Journal { command } => match command {
             JournalCommand::List {
                 config,
