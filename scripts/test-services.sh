@@ -34,6 +34,8 @@ _bw_free_port() {
 import socket, sys
 def free(port):
     s = socket.socket()
+    # As the servers bind: a port whose old connections linger in TIME_WAIT is free.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return s.getsockname()[1]

@@ -331,3 +331,105 @@ alerts:
     assert!(counter(&exp, "bulwark_alerts_total", &[]) >= per_key.len() as f64);
     assert!(!text.contains("sk-primary-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_api_breaks_a_target_without_calling_it_and_shows_in_status() {
+    let primary = MockServer::start("primary").await.unwrap();
+    let secondary = MockServer::start("secondary").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, token: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:0\n{token}\njournal: {{path: \"{j}\"}}\nproviders:\n  - {{name: primary, kind: openai, api_key: k1, base_url: \"{p}/v1\"}}\n  - {{name: secondary, kind: openai, api_key: k2, base_url: \"{s}/v1\"}}\nroutes:\n  - model: chat\n    circuit_breaker: {{open_for: 1s}}\n    targets:\n      - {{provider: primary, model: gpt-a}}\n      - {{provider: secondary, model: gpt-b}}\n",
+                j = dir.path().join(format!("{name}.db")).display(),
+                p = primary.url(),
+                s = secondary.url(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let client = support::client();
+    let chaos = json!({"target": "primary", "fault": {"kind": "down"}, "duration": "30s"});
+
+    // Without an admin token configured, chaos is refused outright.
+    let open = Gateway::start(&write("open.yaml", "")).await;
+    let r = client
+        .post(open.url("/admin/chaos"))
+        .json(&chaos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    drop(open);
+
+    let gateway = Gateway::start(&write("guarded.yaml", "admin_token: s3cret")).await;
+    let r = client
+        .post(gateway.url("/admin/chaos"))
+        .json(&chaos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the token is required");
+    let bad = client
+        .post(gateway.url("/admin/chaos"))
+        .bearer_auth("s3cret")
+        .json(&json!({"target": "nobody", "fault": {"kind": "down"}, "duration": "30s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 404);
+    let r = client
+        .post(gateway.url("/admin/chaos"))
+        .bearer_auth("s3cret")
+        .json(&chaos)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let rule: Value = r.json().await.unwrap();
+    let id = rule["id"].as_u64().unwrap();
+
+    let url = gateway.url("/v1/chat/completions");
+    for i in 0..6 {
+        let r = support::send(&client, &url, &format!("chaos-{i}"), i % 2 == 0, &[])
+            .await
+            .unwrap();
+        assert!(r.complete_text.is_some(), "answered by the secondary");
+    }
+    assert_eq!(
+        primary.calls().len(),
+        0,
+        "chaos must not call the broken target"
+    );
+    assert_eq!(secondary.calls().len(), 6);
+    let (ok, text) = status_cli(&gateway, Some("s3cret"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("CHAOS ACTIVE (#{id}): primary/*")),
+        "{text}"
+    );
+    assert!(
+        serving_line(&text).contains("serving secondary/gpt-b"),
+        "{text}"
+    );
+
+    // Cleared: after the breaker's open_for, the primary serves again.
+    let r = client
+        .delete(gateway.url(&format!("/admin/chaos/{id}")))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = support::send(&client, &url, "after-chaos", false, &[])
+        .await
+        .unwrap();
+    assert!(r.complete_text.is_some());
+    assert_eq!(primary.calls().len(), 1);
+    let (_, text) = status_cli(&gateway, Some("s3cret"));
+    assert!(!text.contains("CHAOS ACTIVE"), "{text}");
+}

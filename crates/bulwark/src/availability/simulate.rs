@@ -81,8 +81,9 @@ pub struct SimulateArgs {
     /// Length of each simulated history.
     #[arg(long, default_value_t = 30.0, value_parser = parse_days)]
     days: f64,
-    /// Number of simulated histories.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Number of simulated histories (4000 puts the 3-provider mean within ±0.01
+    /// percentage points; a run takes well under a second).
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
     trials: u32,
     /// Random seed, for a reproducible run (default: a fresh one, printed).
     #[arg(long)]
