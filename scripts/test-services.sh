@@ -11,8 +11,9 @@
 # (one line says so). BULWARK_TEST_SERVICES=0 starts nothing.
 # Sourcing installs an EXIT trap (and INT/TERM traps that exit through it).
 
-# moto's S3 backend and the two packages its server needs: a tenth of moto[server]'s
-# install time (that extra brings every AWS service's dependencies).
+# moto's S3 backend and the two packages its server needs: under half of
+# moto[server]'s install (~15 s, 140 MB instead of ~45 s, 320 MB: that extra brings
+# every AWS service's dependencies).
 BULWARK_MOTO_SPEC=("moto[s3]==5.2.5" "flask==3.1.3" "flask-cors==6.0.5")
 _bw_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _bw_pg_dir=""

@@ -100,7 +100,16 @@ pub async fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppSta
         config.alerts.clone(),
         client,
     );
-    let mut journal_state = JournalState::new(config.journal.durability.as_str());
+    let durability = match config.journal.rpo_bound() {
+        Some(bound) if bound.is_zero() => format!("{} (RPO 0)", config.journal.durability.as_str()),
+        Some(bound) => format!(
+            "{} (RPO ≤ {})",
+            config.journal.durability.as_str(),
+            humantime::format_duration(bound)
+        ),
+        None => "off (nothing recorded)".to_string(),
+    };
+    let mut journal_state = JournalState::new(durability);
     journal_state.rpo_target = config.backup.as_ref().map(|b| b.interval.0);
     observer.set_journal_state(journal_state);
     Ok(AppState {

@@ -117,9 +117,12 @@ enum Command {
     /// Show failover on this machine: three mock providers, the gateway, traffic,
     /// and providers breaking on a script. No keys, no network.
     Demo {
-        /// Requests sent in each phase of the script.
-        #[arg(long, default_value_t = 5)]
-        requests_per_phase: u32,
+        /// How long the fault timeline runs (at least 10s).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Seed for the traffic mix (streaming or not), for repeatable runs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -224,7 +227,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             bulwark_mock::serve(listener, name, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { requests_per_phase } => demo::run(requests_per_phase).await,
+        Command::Demo { duration, seed } => demo::run(duration, seed).await,
         Command::Availability(args) => availability::run(args).await,
         Command::Journal { command } => match command {
             JournalCommand::List {
@@ -296,7 +299,12 @@ async fn status(url: &str, token: Option<&str>, json: bool) -> anyhow::Result<Ex
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {
-    let default = if quiet { "error" } else { "info" };
+    // The demo prints alerts itself; the log notifier would say the same on stderr.
+    let default = if quiet {
+        "error,bulwark_observe::alerts=off"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

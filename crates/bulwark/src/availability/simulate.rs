@@ -75,7 +75,7 @@ pub struct SimulateArgs {
     outage_dist: OutageDist,
     /// Share of downtime that is a common-cause outage of every provider at once
     /// (0 = independent, 1 = failover gains nothing over the best provider).
-    /// Default 0.01, which with 0.88 × 3 gives the README's ~99.7 %.
+    /// Default 0.01, which with 0.88 × 3 gives the ~99.7 % quoted for three providers in failover.
     #[arg(long, default_value_t = 0.01, value_parser = parse_correlation)]
     correlation: f64,
     /// Length of each simulated history.
@@ -659,7 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_reproduce_the_readmes_claim() {
+    fn defaults_give_about_99_7_percent_for_three_providers() {
         let sim = simulate(&scenario(
             &[DEFAULT_AVAILABILITY; DEFAULT_PROVIDERS],
             0.01,
