@@ -154,6 +154,15 @@ impl CircuitBreaker {
         }
     }
 
+    /// Closed, and no failure among its recent calls: failing over to it moves load to
+    /// a provider that is coping, which the retry budget does not charge for.
+    pub fn healthy(&self) -> bool {
+        let inner = self.lock();
+        matches!(inner.state, State::Closed)
+            && inner.consecutive_failures == 0
+            && !inner.recent.iter().any(|(_, failed)| *failed)
+    }
+
     /// When the state last changed.
     pub fn changed_at(&self) -> Instant {
         self.lock().changed_at

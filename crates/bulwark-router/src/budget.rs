@@ -5,9 +5,13 @@
 //! `extra < max(ratio × requests, min_per_second × 10)`. The floor lets a quiet gateway
 //! still retry; the ratio bounds a busy one: with the default 0.2, upstream attempts
 //! stay under 1.2 × caller requests whatever fails. Every attempt after a request's
-//! first counts — a retry, a failover to another target, a hedge — so a storm cannot
-//! multiply upstream load. (A target skipped because its breaker is open costs nothing:
-//! in an outage the breaker moves traffic to the fallback without spending budget.)
+//! first counts — a retry, a hedge, a failover onto a target that is failing too — so
+//! a storm cannot multiply upstream load. A target skipped because its breaker is open
+//! costs nothing. A failover onto a *healthy* target (breaker closed, no failure among
+//! its recent calls) spends the budget like any extra attempt while there is some, but
+//! is not refused when it is spent: it moves load off a failing provider rather than
+//! adding to one, so a burst at the onset of an outage reaches the fallback even on a
+//! quiet gateway, while retries and failovers onto failing targets stay bounded.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -70,6 +74,14 @@ impl RetryBudget {
         let mut w = self.window();
         let slot = (w.head % BUCKETS as u64) as usize;
         w.requests[slot] += 1;
+    }
+
+    /// Counts an extra attempt made although the budget was spent (a failover onto a
+    /// healthy target): later retries wait until the ratio allows them again.
+    pub fn spend_anyway(&self) {
+        let mut w = self.window();
+        let slot = (w.head % BUCKETS as u64) as usize;
+        w.retries[slot] += 1;
     }
 
     /// Takes one retry (or hedge) from the budget; false when it is spent.

@@ -179,12 +179,25 @@ impl Router {
                 if Instant::now() >= deadline {
                     break;
                 }
+                // Every extra attempt spends the budget. Once it is spent, a retry
+                // gives way to the next target, and a first attempt on a healthy
+                // target (a failover away from a failing one) still goes ahead, counted
+                // so that later retries wait; failovers onto targets that are failing
+                // too do not.
                 if attempts > 0 && !self.budget.try_spend() {
-                    info!(route = %route.name, "retry budget spent; not trying further");
-                    if let Some(a) = admission.take() {
-                        health.breaker.record(a, Outcome::Ignored);
+                    if retry == 0 && health.breaker.healthy() {
+                        self.budget.spend_anyway();
+                    } else {
+                        if let Some(a) = admission.take() {
+                            health.breaker.record(a, Outcome::Ignored);
+                        }
+                        if retry > 0 {
+                            info!(route = %route.name, provider = %health.provider, "retry budget spent; failing over instead of retrying");
+                            break;
+                        }
+                        info!(route = %route.name, "retry budget spent; not trying further");
+                        return Err(exhausted(route, last, attempts, throttled_until, true));
                     }
-                    return Err(exhausted(route, last, attempts, throttled_until, true));
                 }
                 let adm = match admission.take() {
                     Some(a) => a,

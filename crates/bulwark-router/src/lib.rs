@@ -286,14 +286,36 @@ impl Router {
         client: reqwest::Client,
         tuning: Tuning,
     ) -> Result<Self, bulwark_providers::BuildError> {
+        Router::from_config_with_clients(config, &|_| client.clone(), tuning)
+    }
+
+    /// A router whose providers each use the HTTP client `client_for(provider name)`
+    /// gives (the server gives each the connect timeout its routes ask for).
+    pub fn from_config_with_clients(
+        config: &Config,
+        client_for: &dyn Fn(&str) -> reqwest::Client,
+        tuning: Tuning,
+    ) -> Result<Self, bulwark_providers::BuildError> {
         let mut upstreams: HashMap<String, Arc<dyn Upstream>> = HashMap::new();
         for p in &config.providers {
             upstreams.insert(
                 p.name.clone(),
-                Arc::new(bulwark_providers::Provider::new(p, client.clone())?),
+                Arc::new(bulwark_providers::Provider::new(p, client_for(&p.name))?),
             );
         }
         Ok(Router::with_upstreams(config, upstreams, tuning))
+    }
+
+    /// The connect timeout for `provider`: the shortest `timeouts.connect` among the
+    /// routes that use it (the default, 5 s, when none does).
+    pub fn connect_timeout(config: &Config, provider: &str) -> Duration {
+        config
+            .routes
+            .iter()
+            .filter(|r| r.targets.iter().any(|t| t.provider == provider))
+            .map(|r| r.timeouts.connect.0)
+            .min()
+            .unwrap_or_else(|| bulwark_core::config::TimeoutsConfig::default().connect.0)
     }
 
     /// A router over given upstreams (keyed by provider name): tests use scripted ones.

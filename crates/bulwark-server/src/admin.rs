@@ -41,23 +41,24 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `Some(refusal)` unless the request carries the admin token.
+fn refuse(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.admin_token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "permission_error",
             "fault injection is disabled: set `admin_token` in the configuration to enable /admin/chaos",
         ));
     };
     if bulwark_observe::http::bearer_matches(headers, token) {
-        Ok(())
+        None
     } else {
-        Err(bulwark_observe::http::unauthorized())
+        Some(bulwark_observe::http::unauthorized())
     }
 }
 
 pub async fn inject(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refuse(&state, &headers) {
         return denied;
     }
     let req: ChaosRequest = match serde_json::from_slice(&body) {
@@ -98,14 +99,14 @@ pub async fn inject(State(state): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refuse(&state, &headers) {
         return denied;
     }
     Json(json!({"active": state.router.chaos().active()})).into_response()
 }
 
 pub async fn clear_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refuse(&state, &headers) {
         return denied;
     }
     Json(json!({"cleared": state.router.chaos().clear(None)})).into_response()
@@ -116,7 +117,7 @@ pub async fn clear_one(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+    if let Some(denied) = refuse(&state, &headers) {
         return denied;
     }
     match state.router.chaos().clear(Some(id)) {

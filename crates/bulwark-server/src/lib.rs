@@ -57,11 +57,16 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The HTTP client used for every upstream call.
+/// The HTTP client for upstream calls, with the default 5 s connect timeout.
 pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    upstream_client_with(Duration::from_secs(5))
+}
+
+/// The HTTP client for upstream calls with this connect timeout.
+pub fn upstream_client_with(connect: Duration) -> Result<reqwest::Client, reqwest::Error> {
     install_crypto_provider();
     reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(connect)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .tls_backend_rustls()
@@ -78,7 +83,32 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartError> {
 /// recovery probe interval and remove jitter).
 pub async fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppState, StartError> {
     let client = upstream_client()?;
-    let router = Arc::new(Router::from_config_tuned(config, client.clone(), tuning)?);
+    // One client (one connection pool) per distinct connect timeout.
+    let mut by_timeout: std::collections::HashMap<Duration, reqwest::Client> =
+        std::collections::HashMap::new();
+    let mut per_provider = std::collections::HashMap::new();
+    for p in &config.providers {
+        let connect = Router::connect_timeout(config, &p.name);
+        let client = match by_timeout.get(&connect) {
+            Some(c) => c.clone(),
+            None => {
+                let c = upstream_client_with(connect)?;
+                by_timeout.insert(connect, c.clone());
+                c
+            }
+        };
+        per_provider.insert(p.name.clone(), client);
+    }
+    let router = Arc::new(Router::from_config_with_clients(
+        config,
+        &|name| {
+            per_provider
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| client.clone())
+        },
+        tuning,
+    )?);
     let (journal, recovery) = Journal::open(&config.journal).await?;
     if recovery.interrupted > 0 {
         tracing::warn!(

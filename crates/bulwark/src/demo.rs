@@ -384,7 +384,11 @@ fn print_table(outcomes: &[Outcome], outage_start: Duration, duration: Duration)
         for o in &mine {
             if let Some(err) = &o.error {
                 *reasons
-                    .entry(format!("{}: {}", ROUTES[route], err.chars().take(150).collect::<String>()))
+                    .entry(format!(
+                        "{}: {}",
+                        ROUTES[route],
+                        err.chars().take(150).collect::<String>()
+                    ))
                     .or_default() += 1;
             }
         }

@@ -30,18 +30,38 @@ fn demo_shows_failover_gain_and_exits_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{stdout}");
-    assert!(!stdout.contains("\x1b["), "plain output when not on a terminal");
-    for phase in ["normal", "primary outage", "secondary brown-out", "recovery"] {
+    assert!(
+        !stdout.contains("\x1b["),
+        "plain output when not on a terminal"
+    );
+    for phase in [
+        "normal",
+        "primary outage",
+        "secondary brown-out",
+        "recovery",
+    ] {
         assert!(stdout.contains(phase), "timeline phase {phase:?} not shown");
     }
-    assert!(stdout.contains("anthropic OPEN"), "breaker states are shown live");
+    assert!(
+        stdout.contains("anthropic OPEN"),
+        "breaker states are shown live"
+    );
     assert!(stdout.contains("ALERT"), "alerts are shown as they fire");
     let one = availability(&stdout, "1 provider");
     let two = availability(&stdout, "2 providers");
     let three = availability(&stdout, "3 providers");
-    assert!(one < 90.0, "the primary's outage must cost the single provider: {one}");
-    assert!(two > one && three > two, "failover must pay: {one} < {two} < {three}");
-    assert!(three >= 95.0, "three providers ride out this timeline: {three}");
+    assert!(
+        one < 90.0,
+        "the primary's outage must cost the single provider: {one}"
+    );
+    assert!(
+        two > one && three > two,
+        "failover must pay: {one} < {two} < {three}"
+    );
+    assert!(
+        three >= 95.0,
+        "three providers ride out this timeline: {three}"
+    );
     assert!(
         stdout.contains("answers missing from it: 0"),
         "every answer is in the journal"

@@ -41,6 +41,17 @@ async fn site_loss_restore_from_s3() {
         return;
     };
     let bucket = std::env::var("BULWARK_TEST_S3_BUCKET").unwrap_or_else(|_| "bulwark-test".into());
+    // The bucket may not exist yet on a fresh S3 server (409 when it does).
+    let created = crate::support::client()
+        .put(format!("{}/{bucket}", endpoint.trim_end_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success() || created.status().as_u16() == 409,
+        "cannot create bucket {bucket}: {}",
+        created.status()
+    );
     let prefix = format!("site-loss-{}", uuid_like());
     let to = format!("s3://{bucket}/{prefix}");
     let section = format!(

@@ -281,10 +281,10 @@ async fn concurrent_requests_during_an_outage_all_reach_the_fallback() {
     );
 }
 
-/// A burst at the very onset of an outage, before the breaker has seen a failure:
-/// each caller gets the fallback's answer or a fast, clean 503 with `Retry-After`
-/// (failing over spends the retry budget, which a fresh, quiet gateway has little
-/// of), and the primary sees at most one call per caller.
+/// A burst at the very onset of an outage, before the breaker has seen a failure,
+/// on a fresh, quiet gateway (whose retry budget is only its floor): every caller is
+/// answered by the fallback, because failing over onto a healthy target is free, and
+/// the primary sees at most one call per caller plus its retries within the budget.
 #[tokio::test]
 async fn a_burst_at_the_onset_of_an_outage_gets_answers_or_clean_errors() {
     let g = primary_then_secondary().await;
@@ -309,6 +309,11 @@ async fn a_burst_at_the_onset_of_an_outage_gets_answers_or_clean_errors() {
         "onset burst: {answered}/20 answered, primary saw {primary} calls, {upstream} upstream in all, slowest {} ms",
         burst.iter().map(Resp::ms).max().unwrap()
     );
+    assert_eq!(
+        answered, 20,
+        "failover onto a healthy fallback must not be refused"
+    );
     assert!(primary <= 20 + 10, "{primary}");
-    assert!(upstream as f64 <= 1.2 * 20.0 + 10.0, "{upstream}");
+    // Each caller reaches the fallback at most once: load moved, not multiplied.
+    assert!(upstream - primary <= 20, "{upstream}");
 }
