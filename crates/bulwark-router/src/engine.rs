@@ -295,9 +295,14 @@ impl Router {
                         let wait = policy
                             .backoff
                             .delay(retry, err.retry_after, &mut rand::rng());
+                        // A failing server that asks for a longer wait than our own
+                        // backoff would ever take is better left for another target.
+                        let wait_too_long = err.retry_after.is_some_and(|w| w > policy.backoff.max)
+                            && idx < order.len();
                         retry += 1;
                         remember(&mut last, err, &health.provider);
                         if retry < policy.max_attempts
+                            && !wait_too_long
                             && Instant::now() + wait < deadline
                             && health.breaker.state() == BreakerState::Closed
                         {

@@ -3,8 +3,10 @@
 //!
 //! State carried across chunks: whether `Start` went out, OpenAI's per-choice tool-call
 //! indexes mapped to our ordinal indexes, the finish reason and the usage. `Finish` is
-//! emitted at `[DONE]`, because with `stream_options.include_usage` the usage arrives
-//! in a chunk of its own *after* the chunk carrying `finish_reason`.
+//! emitted once both the finish reason and the usage are known (with
+//! `stream_options.include_usage` the usage arrives in a chunk of its own *after* the
+//! chunk carrying `finish_reason`), or at `[DONE]`, or at a clean end of the body after
+//! a finish reason — whichever comes first.
 
 use bulwark_core::{StopReason, StreamEvent, UpstreamError, Usage};
 use serde_json::Value;
@@ -94,6 +96,13 @@ impl StreamDecoder for Decoder {
             if let Some(reason) = &choice.finish_reason {
                 self.finish_reason = Some(reason.clone());
             }
+        }
+        if self.finish_reason.is_some() && self.usage.is_some() {
+            // Finish reason and usage are both in: nothing that matters can follow, so
+            // the answer is final now, even if `[DONE]` never comes (a server that
+            // holds the connection open must not hold the caller until the idle timeout).
+            self.done = true;
+            out.push(self.finish_event());
         }
         Ok(())
     }

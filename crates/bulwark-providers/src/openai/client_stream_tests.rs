@@ -263,3 +263,35 @@ fn data_after_done_is_ignored() {
     end.unwrap();
     assert_eq!(events.len(), 3);
 }
+
+#[test]
+fn finishes_at_the_usage_chunk_without_waiting_for_done() {
+    let mut decoder = OpenAiAdapter::new(false).stream_decoder();
+    let mut out = Vec::new();
+    for line in [
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+    ] {
+        decoder.feed(None, line, &mut out).unwrap();
+    }
+    assert!(
+        !out.iter().any(|e| matches!(e, StreamEvent::Finish { .. })),
+        "the usage chunk is still to come"
+    );
+    decoder
+        .feed(
+            None,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+            &mut out,
+        )
+        .unwrap();
+    match out.last() {
+        Some(StreamEvent::Finish { usage, .. }) => assert_eq!(usage.output_tokens, 1),
+        other => panic!("expected Finish at the usage chunk, got {other:?}"),
+    }
+    // A late [DONE] changes nothing.
+    let before = out.len();
+    decoder.feed(None, "[DONE]", &mut out).unwrap();
+    decoder.finish(&mut out).unwrap();
+    assert_eq!(out.len(), before);
+}

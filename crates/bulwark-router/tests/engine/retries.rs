@@ -207,3 +207,57 @@ async fn a_target_that_timed_out_is_not_retried_in_the_same_request() {
     assert_eq!(b.caller_ms(), [1000]);
     assert_eq!(h.now_ms(), 1010);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_503_asking_for_a_long_wait_fails_over_instead_of_waiting() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| {
+        let mut err = UpstreamError::new(ErrorClass::Transient, "scripted 503").with_status(503);
+        err.retry_after = Some(Duration::from_secs(60));
+        Reply::Fail {
+            after: Duration::ZERO,
+            err,
+        }
+    });
+    let b = Scripted::new(epoch, |_| ok());
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a"), target("b")])],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let served = h.chat().await.unwrap();
+    assert_eq!(served.provider, "b");
+    assert_eq!(a.caller_ms(), [0], "no 60 s wait on a failing target");
+    assert_eq!(b.caller_ms(), [0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_503_with_a_short_wait_is_retried_after_that_wait() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |c| {
+        if c.caller_n == 0 {
+            let mut err =
+                UpstreamError::new(ErrorClass::Transient, "scripted 503").with_status(503);
+            err.retry_after = Some(Duration::from_secs(2));
+            Reply::Fail {
+                after: Duration::ZERO,
+                err,
+            }
+        } else {
+            ok()
+        }
+    });
+    let b = Scripted::new(epoch, |_| ok());
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a"), target("b")])],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    assert_eq!(h.chat().await.unwrap().provider, "a");
+    assert_eq!(a.caller_ms(), [0, 2000]);
+    assert!(b.caller_ms().is_empty());
+}
