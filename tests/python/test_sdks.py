@@ -404,3 +404,47 @@ def test_openai_sdk_stream_helper_and_parse(stack, mock):
             pass
         final = stream.get_final_completion()
     assert final.choices[0].message.content == ANSWER
+
+
+# ---------------------------------------------------------------- idempotency
+
+
+def test_idempotent_replays_parse_in_both_sdks(stack, mock):
+    """A repeated Idempotency-Key gets the stored answer (JSON or stream) without an
+    upstream call, and the SDKs parse the replay like the original; reusing the key
+    with another body is a 422 the SDKs raise as UnprocessableEntityError."""
+    oai = openai_client(stack)
+    msgs = [{"role": "user", "content": PROMPT}]
+    key = {"Idempotency-Key": "sdk-json-1"}
+    first = oai.chat.completions.create(model="chat", messages=msgs, extra_headers=key)
+    again = oai.chat.completions.with_raw_response.create(model="chat", messages=msgs, extra_headers=key)
+    assert again.headers["x-bulwark-idempotent-replay"] == "true"
+    replay = again.parse()
+    assert replay.id == first.id
+    assert replay.choices[0].message.content == first.choices[0].message.content
+    assert replay.usage.total_tokens == first.usage.total_tokens
+    assert len(mock.calls()) == 1
+
+    skey = {"Idempotency-Key": "sdk-stream-1"}
+    chunks = list(oai.chat.completions.create(model="chat", messages=msgs, stream=True, extra_headers=skey))
+    replayed = list(oai.chat.completions.create(model="chat", messages=msgs, stream=True, extra_headers=skey))
+    text = lambda cs: "".join(c.choices[0].delta.content or "" for c in cs if c.choices)  # noqa: E731
+    assert text(replayed) == text(chunks) == ANSWER
+    assert len(mock.calls()) == 2
+
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        oai.chat.completions.create(model="chat", messages=[{"role": "user", "content": "other"}], extra_headers=key)
+    assert err.value.body["code"] == "idempotency_key_reused"
+
+    ant = anthropic_client(stack)
+    akey = {"Idempotency-Key": "sdk-anthropic-1"}
+    with ant.messages.stream(model="chat", max_tokens=64, messages=msgs, extra_headers=akey) as s:
+        original = s.get_final_message()
+    with ant.messages.stream(model="chat", max_tokens=64, messages=msgs, extra_headers=akey) as s:
+        replay = s.get_final_message()
+    assert replay.id == original.id
+    assert replay.content[0].text == original.content[0].text == ANSWER
+    assert replay.stop_reason == original.stop_reason
+    with pytest.raises(anthropic.UnprocessableEntityError):
+        ant.messages.create(model="chat", max_tokens=65, messages=msgs, extra_headers=akey)
+    assert len(mock.calls()) == 3
