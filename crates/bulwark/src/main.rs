@@ -3,6 +3,7 @@
 
 mod availability;
 mod demo;
+mod drill;
 mod journal_cli;
 
 use std::path::PathBuf;
@@ -124,6 +125,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a DR drill: break a provider (or the gateway) on purpose on a gateway started
+    /// from FILE, measure what callers got, check it against the journal and metrics,
+    /// and judge it against the config's `objectives` (exit 1 when one fails).
+    Drill(drill::DrillArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,6 +233,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration, seed } => demo::run(duration, seed).await,
+        Command::Drill(args) => drill::run(args).await,
         Command::Availability(args) => availability::run(args).await,
         Command::Journal { command } => match command {
             JournalCommand::List {
