@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# One command for the whole benchmark: builds release binaries, installs the LiteLLM
-# proxy in bench/.venv-litellm (first run only), installs taskset/wrk if missing, runs
-# every case, writes bench/out/results.json. Pass --quick for a smoke run.
+# One command for the whole benchmark (bench/README.md): builds the release binaries,
+# installs the LiteLLM proxy in bench/.venv-litellm (first run only) and taskset if
+# missing, runs every case and the criterion micro-benchmarks, and writes
+# bench/out/results.json and RESULTS.md (a full run also bench/RESULTS.md).
+#
+#   bench/run.sh            the full run, ~12 minutes (run it on a quiet machine)
+#   bench/run.sh --quick    a smoke test of the harness, ~3.5 minutes
+#
+# Other options (passed to bench/run.py): --durability off,batched,sync,
+# --no-litellm, --no-criterion, --report-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+read -r load1 _ < /proc/loadavg
+if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "warning: load average $load1: other work is running; absolute numbers will be off" >&2
+fi
 cargo build --release --locked -p bulwark -p bulwark-bench
 if [ ! -x bench/.venv-litellm/bin/litellm ]; then
   python3 -m venv bench/.venv-litellm

@@ -49,6 +49,9 @@ struct Report {
     seconds: f64,
     requests: u64,
     errors: u64,
+    /// Requests answered and failed, warm-up included: what the target's CPU time over
+    /// the whole run divides by.
+    requests_total: u64,
     rps: f64,
     latency_us: Percentiles,
     ttfb_us: Percentiles,
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let warmup_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = warmup_end + Duration::from_secs_f64(args.duration);
     let errors = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let client = client.clone();
@@ -111,13 +115,16 @@ async fn main() -> anyhow::Result<()> {
         let headers = headers.clone();
         let body = body.clone();
         let errors = Arc::clone(&errors);
+        let sent = Arc::clone(&sent);
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3)?;
             let mut ttfb = Histogram::<u64>::new(3)?;
             while Instant::now() < end {
                 let start = Instant::now();
                 let measured = start >= warmup_end;
-                match one(&client, &url, &headers, &body).await {
+                let result = one(&client, &url, &headers, &body).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                match result {
                     Ok(first) => {
                         if measured {
                             latency.record(start.elapsed().as_micros() as u64)?;
@@ -148,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         seconds: args.duration,
         requests,
         errors: errors.load(Ordering::Relaxed),
+        requests_total: sent.load(Ordering::Relaxed),
         rps: requests as f64 / args.duration,
         latency_us: Percentiles::of(&latency),
         ttfb_us: Percentiles::of(&ttfb),

@@ -122,8 +122,14 @@ pub struct Provider {
     base_url: String,
     api_key: Option<bulwark_core::config::Secret>,
     extra_headers: HeaderMap,
+    /// The headers of every call, built once: the configured extras, the adapter's
+    /// authentication (all marked sensitive) and the content type.
+    request_headers: HeaderMap,
     adapter: Box<dyn Adapter>,
     client: reqwest::Client,
+    /// Parsed endpoint URLs by their text: parsing one (with IDNA host mapping) costs
+    /// more than the rest of building a request, and a provider calls only a few.
+    urls: UrlCache,
 }
 
 impl std::fmt::Debug for Provider {
@@ -165,14 +171,29 @@ impl Provider {
             value.set_sensitive(true);
             extra_headers.insert(name, value);
         }
+        let adapter = adapter_for(config);
+        let mut request_headers = extra_headers.clone();
+        adapter.auth_headers(
+            config.api_key.as_ref().map(|k| k.expose()),
+            &mut request_headers,
+        );
+        for value in request_headers.values_mut() {
+            value.set_sensitive(true);
+        }
+        request_headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         Ok(Provider {
             name: config.name.clone(),
             kind: config.kind,
             base_url,
             api_key: config.api_key.clone(),
             extra_headers,
-            adapter: adapter_for(config),
+            request_headers,
+            adapter,
             client,
+            urls: UrlCache::default(),
         })
     }
 
@@ -187,27 +208,19 @@ impl Provider {
         stream: bool,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let body = self.adapter.encode_request(req, model, stream)?;
-        let mut headers = self.extra_headers.clone();
-        self.adapter
-            .auth_headers(self.api_key.as_ref().map(|k| k.expose()), &mut headers);
-        for value in headers.values_mut() {
-            value.set_sensitive(true);
-        }
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut headers = self.request_headers.clone();
         if stream {
             headers.insert(
                 http::header::ACCEPT,
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        Ok(self
-            .client
-            .post(self.adapter.url(&self.base_url, model, stream))
-            .headers(headers)
-            .body(body))
+        let url = self.adapter.url(&self.base_url, model, stream);
+        let builder = match self.urls.get(&url) {
+            Some(parsed) => self.client.post(parsed),
+            None => self.client.post(url),
+        };
+        Ok(builder.headers(headers).body(body))
     }
 
     /// Sends the request and returns the response once its headers are in and its
@@ -267,6 +280,29 @@ impl Provider {
         let sse = sse_stream::SseByteStream::new(response.bytes_stream());
         let decoder = self.adapter.stream_decoder();
         Ok(decode_sse(sse, decoder))
+    }
+}
+
+/// Endpoint URLs already parsed, keyed by their text. Bounded: a route of the form
+/// `provider/model` lets callers choose the model, which some adapters put in the URL.
+#[derive(Default)]
+struct UrlCache(std::sync::RwLock<std::collections::HashMap<String, reqwest::Url>>);
+
+impl UrlCache {
+    const MAX_ENTRIES: usize = 64;
+
+    /// The parsed form of `url`, parsing and remembering it on first use. `None` when
+    /// it does not parse: the caller hands the text to reqwest, which reports the error.
+    fn get(&self, url: &str) -> Option<reqwest::Url> {
+        if let Some(parsed) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(url) {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        let mut cache = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < Self::MAX_ENTRIES {
+            cache.insert(url.to_string(), parsed.clone());
+        }
+        Some(parsed)
     }
 }
 

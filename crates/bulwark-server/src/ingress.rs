@@ -21,7 +21,7 @@ use bulwark_journal::{Claim, ClaimLease, NewRequest, Outcome, StoredAnswer};
 use bulwark_observe::{Observer, RequestOutcome};
 use bulwark_providers::{EventStream, anthropic, openai};
 use bulwark_router::{Failure, RequestOptions, Served};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tracing::info;
 
 use crate::app::{AppState, RequestId};
@@ -223,7 +223,12 @@ async fn handle(
     };
     let mut opts = opts;
     let journal_on = state.journal.config().durability != Durability::Off;
-    let caller = ledger::caller_key_id(headers);
+    // Hashing the caller's key only matters to the journal.
+    let caller = if journal_on {
+        ledger::caller_key_id(headers)
+    } else {
+        None
+    };
 
     // Idempotency: replay a stored answer, wait for a running duplicate, or claim.
     let mut lease = None;
@@ -552,6 +557,7 @@ fn stream_response(
     response_headers.insert("x-bulwark-attempts", HeaderValue::from(attempts));
     let state = EgressState {
         events: Some(events),
+        held: None,
         encoder,
         frames: Vec::new(),
         finished: false,
@@ -565,45 +571,41 @@ fn stream_response(
     let body = futures::stream::unfold(state, |mut st| async move {
         let mut events = st.events.take()?;
         st.frames.clear();
-        match events.next().await {
-            Some(Ok(event)) => {
-                if let Some(acc) = st.acc.as_mut() {
-                    acc.push(&event);
-                }
-                if matches!(event, StreamEvent::Finish { .. }) {
-                    st.finished = true;
-                    // `sync`: the final event goes out only once the answer is on disk.
-                    match st.record_completed().await {
-                        Ok(()) => {
-                            st.encoder.encode(&event, &mut st.frames);
-                            st.end(RequestOutcome::Success);
-                        }
-                        Err(err) => {
-                            st.encoder.encode_error(&err, &mut st.frames);
-                            st.end(RequestOutcome::from_error(&err));
-                        }
+        let mut item = match st.held.take() {
+            Some(item) => item,
+            None => events.next().await,
+        };
+        loop {
+            match item {
+                Some(Ok(event)) if !matches!(event, StreamEvent::Finish { .. }) => {
+                    if let Some(acc) = st.acc.as_mut() {
+                        acc.push(&event);
                     }
-                } else {
                     st.encoder.encode(&event, &mut st.frames);
-                    st.events = Some(events);
+                }
+                last => {
+                    // Boxed: this future (journal writes) is needed once per stream,
+                    // and inline it would enlarge every open stream's state.
+                    Box::pin(st.end_with(last)).await;
+                    break;
                 }
             }
-            Some(Err(err)) => {
-                let err = midstream_error(&err);
-                st.record_failed(&err.message).await;
-                st.encoder.encode_error(&err, &mut st.frames);
-                st.end(RequestOutcome::from_error(&err));
-            }
-            None if st.finished => return None,
-            None => {
-                // A decoder must end with Finish or an error; if it did not, the
-                // answer is incomplete and must not look complete.
-                let err = midstream_error(&UpstreamError::protocol(
-                    "the upstream stream ended before the answer was complete",
-                ));
-                st.record_failed(&err.message).await;
-                st.encoder.encode_error(&err, &mut st.frames);
-                st.end(RequestOutcome::from_error(&err));
+            // Events already decoded go out in this same write (the first write holds
+            // `Start` and the first content together). The end of the stream waits
+            // for a write of its own, so nothing before it waits on the journal.
+            match events.next().now_or_never() {
+                Some(Some(Ok(event))) if !matches!(event, StreamEvent::Finish { .. }) => {
+                    item = Some(Ok(event));
+                }
+                Some(last) => {
+                    st.held = Some(last);
+                    st.events = Some(events);
+                    break;
+                }
+                None => {
+                    st.events = Some(events);
+                    break;
+                }
             }
         }
         let mut bytes = String::new();
@@ -625,6 +627,9 @@ fn stream_response(
 
 struct EgressState {
     events: Option<EventStream>,
+    /// The end of the stream (`Finish`, an error, or the upstream closing), read while
+    /// batching and held for a write of its own.
+    held: Option<Option<Result<StreamEvent, UpstreamError>>>,
     encoder: Encoder,
     frames: Vec<SseFrame>,
     finished: bool,
@@ -638,6 +643,47 @@ struct EgressState {
 }
 
 impl EgressState {
+    /// Writes the end of the stream: `Finish` once the journal has the answer (in
+    /// `sync` mode, the final event goes out only once the answer is on disk), or the
+    /// in-band error. The events stream is not read again after this.
+    async fn end_with(&mut self, last: Option<Result<StreamEvent, UpstreamError>>) {
+        match last {
+            Some(Ok(event)) => {
+                if let Some(acc) = self.acc.as_mut() {
+                    acc.push(&event);
+                }
+                self.finished = true;
+                match self.record_completed().await {
+                    Ok(()) => {
+                        self.encoder.encode(&event, &mut self.frames);
+                        self.end(RequestOutcome::Success);
+                    }
+                    Err(err) => {
+                        self.encoder.encode_error(&err, &mut self.frames);
+                        self.end(RequestOutcome::from_error(&err));
+                    }
+                }
+            }
+            Some(Err(err)) => {
+                let err = midstream_error(&err);
+                self.record_failed(&err.message).await;
+                self.encoder.encode_error(&err, &mut self.frames);
+                self.end(RequestOutcome::from_error(&err));
+            }
+            None if self.finished => {}
+            None => {
+                // A decoder must end with Finish or an error; if it did not, the
+                // answer is incomplete and must not look complete.
+                let err = midstream_error(&UpstreamError::protocol(
+                    "the upstream stream ended before the answer was complete",
+                ));
+                self.record_failed(&err.message).await;
+                self.encoder.encode_error(&err, &mut self.frames);
+                self.end(RequestOutcome::from_error(&err));
+            }
+        }
+    }
+
     async fn record_completed(&mut self) -> Result<(), GatewayError> {
         let (Some(ledger), Some(acc)) = (self.ledger.as_mut(), self.acc.take()) else {
             return Ok(());

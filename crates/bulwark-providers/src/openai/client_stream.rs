@@ -49,17 +49,7 @@ impl StreamDecoder for Decoder {
             out.push(self.finish_event());
             return Ok(());
         }
-        let value: Value = serde_json::from_str(data).map_err(|e| {
-            UpstreamError::protocol(format!("upstream stream chunk is not JSON: {e}"))
-        })?;
-        if is_error(&value) {
-            return Err(stream_error(&value));
-        }
-        let chunk: ChatCompletionChunk = serde_json::from_value(value).map_err(|e| {
-            UpstreamError::protocol(format!(
-                "upstream stream chunk is not a chat.completion.chunk: {e}"
-            ))
-        })?;
+        let chunk = parse_chunk(data)?;
         let carries_nothing = chunk.choices.is_empty() && !matches!(chunk.usage, Some(Some(_)));
         if !self.started && chunk.id.is_empty() && carries_nothing {
             // A prelude without id or content (Azure's prompt-filter chunk): Start waits
@@ -193,6 +183,32 @@ impl Decoder {
             usage: self.usage.unwrap_or_default(),
         }
     }
+}
+
+/// Parses one `data:` payload: a chunk, or the in-band error it carries.
+///
+/// Most chunks take the fast path, straight into the typed chunk. A payload that
+/// could hold an error — the text `error` anywhere (an `error` key, `"object":
+/// "error"`), or a `\u` escape that could spell it — and any payload the typed parse
+/// rejects go through a `Value` first, which finds the error and words the
+/// messages; the typed parse decides nothing the `Value` path would decide otherwise.
+fn parse_chunk(data: &str) -> Result<ChatCompletionChunk, UpstreamError> {
+    if !data.contains("error")
+        && !data.contains("\\u")
+        && let Ok(chunk) = serde_json::from_str::<ChatCompletionChunk>(data)
+    {
+        return Ok(chunk);
+    }
+    let value: Value = serde_json::from_str(data)
+        .map_err(|e| UpstreamError::protocol(format!("upstream stream chunk is not JSON: {e}")))?;
+    if is_error(&value) {
+        return Err(stream_error(&value));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        UpstreamError::protocol(format!(
+            "upstream stream chunk is not a chat.completion.chunk: {e}"
+        ))
+    })
 }
 
 fn ordinal_u32(ordinal: usize) -> Result<u32, UpstreamError> {

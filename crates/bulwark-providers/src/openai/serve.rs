@@ -102,6 +102,16 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
+/// `value` as JSON text, without copying it out of the serializer's buffer.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    utf8(to_json(value))
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    // serde_json writes UTF-8; the lossy branch only keeps the types honest.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Encodes neutral events as `chat.completion.chunk` SSE frames, ending with `[DONE]`.
 pub struct StreamEncoder {
     id: String,
@@ -177,7 +187,7 @@ impl StreamEncoder {
                 out.push(self.choice_chunk(Delta::default(), Some(finish_reason(*stop_reason))));
                 if self.include_usage {
                     let chunk = self.chunk(Vec::new(), Some(Some(usage_to_wire(usage))));
-                    out.push(SseFrame::data(String::from_utf8_lossy(&to_json(&chunk))));
+                    out.push(SseFrame::data(json_text(&chunk)));
                 }
                 out.push(SseFrame::data("[DONE]"));
                 self.ended = true;
@@ -191,7 +201,7 @@ impl StreamEncoder {
             return;
         }
         self.ended = true;
-        out.push(SseFrame::data(String::from_utf8_lossy(&error_body(err))));
+        out.push(SseFrame::data(utf8(error_body(err))));
     }
 
     fn chunk(
@@ -219,7 +229,7 @@ impl StreamEncoder {
         // With include_usage on, OpenAI sends `"usage": null` on every chunk but the last.
         let usage = self.include_usage.then_some(None);
         let chunk = self.chunk(vec![choice], usage);
-        SseFrame::data(String::from_utf8_lossy(&to_json(&chunk)))
+        SseFrame::data(json_text(&chunk))
     }
 
     fn tool_chunk(&self, call: ToolCallDelta) -> SseFrame {
