@@ -108,7 +108,7 @@ fn default_idempotency_ttl() -> HumanDuration {
     HumanDuration::secs(24 * 3600)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// An answer is released only after its record is committed (RPO 0).
@@ -118,6 +118,31 @@ pub enum Durability {
     Batched,
     /// Nothing is written; idempotency is disabled.
     Off,
+}
+
+impl<'de> Deserialize<'de> for Durability {
+    /// `sync`, `batched` or `off` — and a bare YAML `off`/`no`/`false`, which YAML
+    /// parsers read as the boolean false.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(Durability::Off),
+            Raw::Text(t) if t == "sync" => Ok(Durability::Sync),
+            Raw::Text(t) if t == "batched" => Ok(Durability::Batched),
+            Raw::Text(t) if t == "off" => Ok(Durability::Off),
+            Raw::Bool(true) => Err(serde::de::Error::custom(
+                "expected sync, batched or off, not `true`",
+            )),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "unknown durability {t:?}: expected sync, batched or off"
+            ))),
+        }
+    }
 }
 
 impl Durability {
@@ -274,6 +299,17 @@ mod tests {
         let defaults: JournalConfig = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(defaults.durability, Durability::Sync);
         assert_eq!(defaults.path, PathBuf::from("./bulwark-data/journal.db"));
+    }
+
+    #[test]
+    fn a_bare_yaml_off_read_as_false_means_off() {
+        let cfg: JournalConfig =
+            serde_json::from_value(serde_json::json!({"durability": false})).unwrap();
+        assert_eq!(cfg.durability, Durability::Off);
+        assert!(
+            serde_json::from_value::<JournalConfig>(serde_json::json!({"durability": true}))
+                .is_err()
+        );
     }
 
     #[test]

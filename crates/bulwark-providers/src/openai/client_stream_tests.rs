@@ -295,3 +295,57 @@ fn finishes_at_the_usage_chunk_without_waiting_for_done() {
     decoder.finish(&mut out).unwrap();
     assert_eq!(out.len(), before);
 }
+
+#[test]
+fn an_error_spelled_with_escapes_is_still_an_error() {
+    // `\u0065rror` is the key `error`: the typed fast path must not skip it.
+    let (_, end) = feed_all(&[
+        r#"{"\u0065rror":{"message":"boom","type":"server_error","param":null,"code":null}}"#,
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert_eq!(err.message, "boom");
+    let (_, end) = feed_all(&[
+        r#"{"object":"\u0065rror","message":"bad input","type":"BadRequestError","code":400}"#,
+    ]);
+    assert_eq!(end.unwrap_err().class, ErrorClass::InvalidRequest);
+}
+
+#[test]
+fn text_that_mentions_error_is_just_text() {
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"no error here"}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":" caf\u00e9"},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        &events[1..3],
+        &[
+            StreamEvent::TextDelta {
+                text: "no error here".into()
+            },
+            StreamEvent::TextDelta {
+                text: " café".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_repeated_field_keeps_its_last_value() {
+    // What a JSON object with a key twice means is the last value (as before the
+    // typed fast path, which rejects duplicates and hands such chunks to the `Value` path).
+    let (events, end) = feed_all(&[
+        r#"{"id":"first","id":"second","model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events[0],
+        StreamEvent::Start {
+            id: "second".into(),
+            model: "m".into()
+        }
+    );
+}
