@@ -13,6 +13,10 @@ start_test_services
 
 cargo test --workspace --locked
 
+# The README's main command is `cargo run --release -- demo`: `cargo run` at the root
+# must pick the bulwark binary (checked on the debug build cargo test just made).
+cargo run --locked -q -- --version
+
 # The SDK suite drives the debug binary that `cargo test` just built.
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
