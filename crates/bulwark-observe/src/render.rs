@@ -233,12 +233,14 @@ fn journal_line(out: &mut String, j: &JournalReport) {
             short(Duration::from_secs_f64(t))
         ),
         (Some(e), None) => format!("RPO exposure {}", short(Duration::from_secs_f64(e))),
-        (None, _) => "RPO exposure unknown".to_string(),
+        (None, None) => "RPO exposure n/a".to_string(),
+        (None, Some(_)) => "RPO exposure unknown".to_string(),
     };
-    let backup = j.last_backup_ago_seconds.map_or_else(
-        || "no backup yet".to_string(),
-        |s| format!("last backup {} ago", secs(s)),
-    );
+    let backup = match (j.last_backup_ago_seconds, j.rpo_target_seconds) {
+        (Some(s), _) => format!("last backup {} ago", secs(s)),
+        (None, Some(_)) => "no backup yet".to_string(),
+        (None, None) => "no backup configured".to_string(),
+    };
     let _ = writeln!(
         out,
         "journal: durability {}, {writes}, {rpo}, {backup}",
