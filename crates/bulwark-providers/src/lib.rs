@@ -120,8 +120,9 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     base_url: String,
-    api_key: Option<bulwark_core::config::Secret>,
-    extra_headers: HeaderMap,
+    /// The credential and the configured header values (at least 4 characters): what
+    /// [`scrub`] removes from every error message before it leaves this crate.
+    secrets: std::sync::Arc<[String]>,
     /// The headers of every call, built once: the configured extras, the adapter's
     /// authentication (all marked sensitive) and the content type.
     request_headers: HeaderMap,
@@ -188,8 +189,17 @@ impl Provider {
             name: config.name.clone(),
             kind: config.kind,
             base_url,
-            api_key: config.api_key.clone(),
-            extra_headers,
+            secrets: config
+                .api_key
+                .iter()
+                .map(|k| k.expose().to_string())
+                .chain(
+                    extra_headers
+                        .values()
+                        .filter_map(|v| v.to_str().ok().map(str::to_string)),
+                )
+                .filter(|s| s.len() >= 4)
+                .collect(),
             request_headers,
             adapter,
             client,
@@ -239,23 +249,10 @@ impl Provider {
         }
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
-        Err(self.scrub(self.adapter.map_error(status, &headers, &body)))
-    }
-
-    /// Providers sometimes quote the credential they rejected; make sure no secret we
-    /// hold survives into a message that reaches logs or callers.
-    fn scrub(&self, mut err: UpstreamError) -> UpstreamError {
-        let secrets = self.api_key.iter().map(|k| k.expose().to_string()).chain(
-            self.extra_headers
-                .values()
-                .filter_map(|v| v.to_str().ok().map(str::to_string)),
-        );
-        for secret in secrets {
-            if secret.len() >= 4 && err.message.contains(&secret) {
-                err.message = err.message.replace(&secret, "***");
-            }
-        }
-        err
+        Err(scrub(
+            &self.secrets,
+            self.adapter.map_error(status, &headers, &body),
+        ))
     }
 
     /// One non-streaming call.
@@ -266,7 +263,9 @@ impl Provider {
     ) -> Result<ChatResponse, UpstreamError> {
         let response = self.send(req, model, false).await?;
         let body = response.bytes().await.map_err(transport_error)?;
-        self.adapter.decode_response(&body)
+        self.adapter
+            .decode_response(&body)
+            .map_err(|e| scrub(&self.secrets, e))
     }
 
     /// One streaming call. Resolves once the upstream answered 2xx; the stream then
@@ -279,8 +278,23 @@ impl Provider {
         let response = self.send(req, model, true).await?;
         let sse = sse_stream::SseByteStream::new(response.bytes_stream());
         let decoder = self.adapter.stream_decoder();
-        Ok(decode_sse(sse, decoder))
+        // An in-band error event is the provider's text too: scrub it like a status error.
+        let secrets = std::sync::Arc::clone(&self.secrets);
+        Ok(Box::pin(
+            decode_sse(sse, decoder).map(move |item| item.map_err(|e| scrub(&secrets, e))),
+        ))
     }
+}
+
+/// Providers sometimes quote the credential they rejected; no secret we hold may
+/// survive into a message that reaches logs, the journal or callers.
+fn scrub(secrets: &[String], mut err: UpstreamError) -> UpstreamError {
+    for secret in secrets {
+        if err.message.contains(secret.as_str()) {
+            err.message = err.message.replace(secret.as_str(), "***");
+        }
+    }
+    err
 }
 
 /// Endpoint URLs already parsed, keyed by their text. Bounded: a route of the form

@@ -432,32 +432,21 @@ fn print_table(outcomes: &[Outcome], outage_start: Duration, duration: Duration)
 
 /// Every answered request must be `completed` in the journal with the same text.
 async fn journal_check(config: &Config, outcomes: &[Outcome]) -> anyhow::Result<(usize, usize)> {
-    let journal = bulwark_journal::Journal::open_read_only(&config.journal).await?;
-    let mut out = Vec::new();
-    journal
-        .export(&bulwark_journal::ExportFilter::default(), &mut out)
-        .await?;
-    let mut texts: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for line in String::from_utf8(out)?.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let text: String = v["response"]["content"]
-            .as_array()
-            .map(|blocks| blocks.iter().filter_map(|b| b["text"].as_str()).collect())
-            .unwrap_or_default();
-        texts.insert(
-            v["id"].as_str().unwrap_or_default().to_string(),
-            (v["status"].as_str().unwrap_or_default().to_string(), text),
-        );
-    }
+    let entries = crate::drill::reconcile::read_journal(
+        &config.journal,
+        std::time::SystemTime::UNIX_EPOCH,
+        "demo-",
+    )
+    .await?;
     let missing = outcomes
         .iter()
         .filter(|o| o.answered)
-        .filter(|o| match texts.get(&o.request_id) {
-            Some((status, text)) => status != "completed" || Some(text) != o.text.as_ref(),
+        .filter(|o| match entries.get(&o.request_id) {
+            Some(e) => e.status != "completed" || Some(&e.text) != o.text.as_ref(),
             None => true,
         })
         .count();
-    Ok((texts.len(), missing))
+    Ok((entries.len(), missing))
 }
 
 fn demo_config(mocks: &[MockServer], journal: &std::path::Path) -> anyhow::Result<Config> {
@@ -535,31 +524,12 @@ async fn send(
         .to_string();
     let text = response.text().await?;
     anyhow::ensure!(status.is_success(), "status {status}");
+    // The same test of a complete answer as the drill's callers.
     let answer = if stream {
-        let mut answer = String::new();
-        let mut done = false;
-        for line in text.lines() {
-            let Some(data) = line.strip_prefix("data: ") else {
-                continue;
-            };
-            if data == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let chunk: serde_json::Value = serde_json::from_str(data)?;
-            anyhow::ensure!(chunk.get("error").is_none(), "the stream broke");
-            if let Some(delta) = chunk["choices"][0]["delta"]["content"].as_str() {
-                answer.push_str(delta);
-            }
-        }
-        anyhow::ensure!(done, "the stream ended without [DONE]");
-        answer
+        crate::drill::traffic::stream_answer(&text)
     } else {
-        let json: serde_json::Value = serde_json::from_str(&text)?;
-        json["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
+        crate::drill::traffic::json_answer(&text)
+    }
+    .map_err(anyhow::Error::msg)?;
     Ok((provider, answer))
 }

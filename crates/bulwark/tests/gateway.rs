@@ -377,3 +377,43 @@ async fn models_lists_routes_in_both_shapes() {
     assert_eq!(anthropic["data"][0]["type"], "model");
     assert_eq!(anthropic["data"][0]["id"], "chat");
 }
+
+#[tokio::test]
+async fn a_key_quoted_in_a_mid_stream_error_reaches_neither_caller_nor_journal() {
+    let s = stack().await;
+    // The primary streams two chunks, then an in-band error quoting its own key.
+    s.primary.push_fault(fault(json!({"fault": {
+        "kind": "error_event", "after_chunks": 2,
+        "message": format!("internal error for key {KEY_A}")
+    }})));
+    let body = json!({
+        "model": "chat", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}],
+    })
+    .to_string();
+    let (status, _, text) = s.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("\"error\""),
+        "the break is reported in band: {text}"
+    );
+    assert!(!text.contains(KEY_A), "{text}");
+    assert!(
+        text.contains("***"),
+        "the key is masked, the message kept: {text}"
+    );
+    // The journal recorded the failed attempt's message, masked too.
+    let journal = bulwark_journal::Journal::open_read_only(
+        &bulwark_journal::JournalConfig::sqlite(s._dir.path().join("journal.db")),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    journal
+        .export(&bulwark_journal::ExportFilter::default(), &mut out)
+        .await
+        .unwrap();
+    let exported = String::from_utf8(out).unwrap();
+    assert!(exported.contains("***"), "{exported}");
+    assert!(!exported.contains(KEY_A), "{exported}");
+}

@@ -34,10 +34,10 @@ mod chart;
 mod gateway;
 mod live;
 mod metrics;
-mod reconcile;
+pub(crate) mod reconcile;
 mod report;
 pub mod scenario;
-mod traffic;
+pub(crate) mod traffic;
 mod watch;
 
 use std::collections::BTreeMap;

@@ -287,7 +287,7 @@ fn transport_failure(err: &reqwest::Error) -> String {
     }
 }
 
-fn json_answer(body: &str) -> Result<String, String> {
+pub(crate) fn json_answer(body: &str) -> Result<String, String> {
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|_| "the answer is not JSON".to_string())?;
     value["choices"][0]["message"]["content"]
@@ -298,7 +298,7 @@ fn json_answer(body: &str) -> Result<String, String> {
 
 /// The text of an OpenAI stream that finished cleanly: a finish reason, no error
 /// chunk, then `data: [DONE]`.
-fn stream_answer(body: &str) -> Result<String, String> {
+pub(crate) fn stream_answer(body: &str) -> Result<String, String> {
     let mut text = String::new();
     let mut finished = false;
     let mut done = false;
