@@ -417,3 +417,52 @@ async fn a_key_quoted_in_a_mid_stream_error_reaches_neither_caller_nor_journal()
     assert!(exported.contains("***"), "{exported}");
     assert!(!exported.contains(KEY_A), "{exported}");
 }
+
+/// A journal that cannot write (a full disk, simulated by a trigger that aborts the
+/// insert): with `durability: sync` a request is refused with 503 before any provider
+/// is called, and an answer whose record cannot be committed is not released.
+#[tokio::test]
+async fn a_journal_that_cannot_write_refuses_requests_and_withholds_unrecorded_answers() {
+    let s = stack().await;
+    // One request first: the gateway has created the journal before we touch it.
+    let (status, _, _) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200);
+    s.primary.clear_calls();
+    let db = rusqlite::Connection::open(s._dir.path().join("journal.db")).unwrap();
+
+    db.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+    )
+    .unwrap();
+    let (status, _, text) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 503, "{text}");
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["error"]["code"], "journal_unavailable", "{text}");
+    assert!(
+        !text.contains("disk full"),
+        "no internals in the caller's error: {text}"
+    );
+    assert!(
+        s.primary.calls().is_empty(),
+        "no provider call for an unrecorded request"
+    );
+
+    // Begin records go through; the outcome cannot be written: the answer is withheld.
+    db.execute_batch(
+        "DROP TRIGGER full; CREATE TRIGGER full BEFORE INSERT ON records WHEN NEW.kind = 'complete' BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+    )
+    .unwrap();
+    let (status, _, text) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(s.primary.calls().len(), 1, "the provider answered");
+    assert!(
+        !text.contains("Hello from"),
+        "the unrecorded answer must not be released: {text}"
+    );
+
+    // The disk has room again: requests are answered and recorded.
+    db.execute_batch("DROP TRIGGER full;").unwrap();
+    let (status, _, text) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(s.healthy().await);
+}
