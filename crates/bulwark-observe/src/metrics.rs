@@ -28,10 +28,12 @@
 //! `provider/model` becomes `provider/*`, anything else `unknown`), provider labels
 //! are configured provider names, outcomes come from fixed enums.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bulwark_core::{ErrorClass, ErrorKind, GatewayError};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -126,6 +128,28 @@ impl RequestOutcome {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Handles of the series every request updates, made once per label set:
+    /// building a metric's key (labels, hash, registry lookup) costs more than the
+    /// update itself, and these run several times per request.
+    hot: Mutex<Hot>,
+}
+
+/// See [`Metrics::hot`]. Label sets are bounded: routes and providers come from the
+/// configuration (unknown routes are labelled `unknown`), outcomes are enums.
+#[derive(Default)]
+struct Hot {
+    requests: HashMap<String, Vec<(RequestOutcome, Counter)>>,
+    providers: HashMap<String, ProviderSeries>,
+}
+
+/// A series exists once it was first updated (a handle made early would render as
+/// an empty series).
+#[derive(Default)]
+struct ProviderSeries {
+    attempts: Vec<(&'static str, Counter)>,
+    latency_success: Option<Histogram>,
+    latency_error: Option<Histogram>,
+    ttft: Option<Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,7 +163,11 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let recorder = build_recorder();
         let handle = recorder.handle();
-        let metrics = Metrics { recorder, handle };
+        let metrics = Metrics {
+            recorder,
+            handle,
+            hot: Mutex::new(Hot::default()),
+        };
         metrics.describe();
         Arc::new(metrics)
     }
@@ -211,10 +239,22 @@ impl Metrics {
     }
 
     pub fn request(&self, route: String, outcome: RequestOutcome) {
-        self.with(|| {
-            metrics::counter!(REQUESTS_TOTAL, "route" => route, "outcome" => outcome.label())
-                .increment(1);
-        });
+        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+        if !hot.requests.contains_key(&route) {
+            hot.requests.insert(route.clone(), Vec::new());
+        }
+        let Some(series) = hot.requests.get_mut(&route) else {
+            return;
+        };
+        if let Some((_, counter)) = series.iter().find(|(o, _)| *o == outcome) {
+            counter.increment(1);
+            return;
+        }
+        let counter = self.with(
+            || metrics::counter!(REQUESTS_TOTAL, "route" => route, "outcome" => outcome.label()),
+        );
+        counter.increment(1);
+        series.push((outcome, counter));
     }
 
     pub fn attempt(
@@ -225,19 +265,48 @@ impl Metrics {
         ttft: Option<Duration>,
     ) {
         let outcome = error.map_or("success", ErrorClass::label);
-        self.with(|| {
-            metrics::counter!(UPSTREAM_ATTEMPTS_TOTAL, "provider" => provider.to_string(), "outcome" => outcome)
-                .increment(1);
-            let result = if error.is_none() { "success" } else { "error" };
-            metrics::histogram!(UPSTREAM_LATENCY_SECONDS, "provider" => provider.to_string(), "outcome" => result)
-                .record(latency.as_secs_f64());
-            if error.is_none()
-                && let Some(ttft) = ttft
-            {
-                metrics::histogram!(TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.to_string())
-                    .record(ttft.as_secs_f64());
+        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+        if !hot.providers.contains_key(provider) {
+            hot.providers
+                .insert(provider.to_string(), ProviderSeries::default());
+        }
+        let Some(series) = hot.providers.get_mut(provider) else {
+            return;
+        };
+        let counter = match series.attempts.iter().position(|(o, _)| *o == outcome) {
+            Some(i) => &series.attempts[i].1,
+            None => {
+                let counter = self.with(|| {
+                    metrics::counter!(UPSTREAM_ATTEMPTS_TOTAL, "provider" => provider.to_string(), "outcome" => outcome)
+                });
+                series.attempts.push((outcome, counter));
+                &series.attempts[series.attempts.len() - 1].1
             }
-        });
+        };
+        counter.increment(1);
+        let (slot, result) = if error.is_none() {
+            (&mut series.latency_success, "success")
+        } else {
+            (&mut series.latency_error, "error")
+        };
+        slot.get_or_insert_with(|| {
+            self.with(|| {
+                metrics::histogram!(UPSTREAM_LATENCY_SECONDS, "provider" => provider.to_string(), "outcome" => result)
+            })
+        })
+        .record(latency.as_secs_f64());
+        if error.is_none()
+            && let Some(ttft) = ttft
+        {
+            series
+                .ttft
+                .get_or_insert_with(|| {
+                    self.with(|| {
+                        metrics::histogram!(TIME_TO_FIRST_TOKEN_SECONDS, "provider" => provider.to_string())
+                    })
+                })
+                .record(ttft.as_secs_f64());
+        }
     }
 
     pub fn failover(&self, route: String, from: &str, to: &str) {

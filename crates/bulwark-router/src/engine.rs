@@ -637,27 +637,65 @@ async fn collect(
     }
     let mut rest = opened.rest;
     if acc.finish.is_none() {
+        // One timer for the whole answer, pushed back at every event: moving a timer's
+        // deadline later is an atomic store, where a new timer per event would be
+        // registered with (and removed from) the runtime's timer wheel each time.
+        let mut timer = IdleTimer::new(idle, deadline);
         loop {
-            let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
-            match tokio::time::timeout(wait, rest.next()).await {
-                Ok(Some(Ok(event))) => {
-                    acc.push(&event);
-                    if acc.finish.is_some() {
-                        break;
+            let wait = timer.rearm();
+            tokio::select! {
+                biased;
+                item = rest.next() => match item {
+                    Some(Ok(event)) => {
+                        acc.push(&event);
+                        if acc.finish.is_some() {
+                            break;
+                        }
                     }
-                }
-                Ok(Some(Err(err))) => return Err(err),
-                Ok(None) => {
-                    return Err(UpstreamError::protocol(
-                        "the upstream stream ended before the answer was complete",
-                    ));
-                }
-                Err(_) => return Err(stall_error(wait)),
+                    Some(Err(err)) => return Err(err),
+                    None => {
+                        return Err(UpstreamError::protocol(
+                            "the upstream stream ended before the answer was complete",
+                        ));
+                    }
+                },
+                () = timer.expired() => return Err(stall_error(wait)),
             }
         }
     }
     acc.into_response()
         .ok_or_else(|| UpstreamError::protocol("the upstream answer had no end"))
+}
+
+/// The idle timeout between events, capped by the request's deadline, as one timer
+/// re-armed at every event.
+pub(crate) struct IdleTimer {
+    idle: Duration,
+    deadline: Instant,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    pub(crate) fn new(idle: Duration, deadline: Instant) -> Self {
+        Self {
+            idle,
+            deadline,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Starts the wait for the next event; returns how long it may take.
+    pub(crate) fn rearm(&mut self) -> Duration {
+        let now = Instant::now();
+        let wait = self.idle.min(self.deadline.saturating_duration_since(now));
+        self.sleep.as_mut().reset(now + wait);
+        wait
+    }
+
+    /// Resolves when the wait started by the last [`IdleTimer::rearm`] is over.
+    pub(crate) async fn expired(&mut self) {
+        self.sleep.as_mut().await;
+    }
 }
 
 pub(crate) fn stall_error(wait: Duration) -> UpstreamError {

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::breaker::{Admission, BreakerState, Outcome};
 use crate::budget::RetryBudget;
-use crate::engine::{Opened, open_until_content, prefill_request, stall_error};
+use crate::engine::{IdleTimer, Opened, open_until_content, prefill_request, stall_error};
 use crate::target::TargetHealth;
 use crate::{AttemptReport, AttemptSink, EventStream, Route, RouterEvent};
 
@@ -144,6 +144,8 @@ struct State {
     used: Vec<(String, String)>,
     /// The next upstream `Start` is swallowed (a resumed continuation).
     skip_start: bool,
+    /// The idle timeout between events (and the deadline over all).
+    timer: IdleTimer,
 }
 
 pub(crate) fn committed_stream(
@@ -155,6 +157,7 @@ pub(crate) fn committed_stream(
     deadline: Instant,
 ) -> EventStream {
     let used = vec![(guard.health.provider.clone(), guard.health.model.clone())];
+    let timer = IdleTimer::new(route.policy.timeouts.idle, deadline);
     let state = State {
         ctx,
         route,
@@ -168,6 +171,7 @@ pub(crate) fn committed_stream(
         tool_started: false,
         used,
         skip_start: false,
+        timer,
     };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         loop {
@@ -175,18 +179,20 @@ pub(crate) fn committed_stream(
                 Some(event) => Ok(event),
                 None => {
                     let mut rest = st.rest.take()?;
-                    let idle = st.route.policy.timeouts.idle;
-                    let wait = idle.min(st.deadline.saturating_duration_since(Instant::now()));
-                    match tokio::time::timeout(wait, rest.next()).await {
-                        Ok(Some(Ok(event))) => {
-                            st.rest = Some(rest);
-                            Ok(event)
-                        }
-                        Ok(Some(Err(err))) => Err(err),
-                        Ok(None) => Err(UpstreamError::protocol(
-                            "the upstream stream ended before the answer was complete",
-                        )),
-                        Err(_) => Err(stall_error(wait)),
+                    let wait = st.timer.rearm();
+                    tokio::select! {
+                        biased;
+                        item = rest.next() => match item {
+                            Some(Ok(event)) => {
+                                st.rest = Some(rest);
+                                Ok(event)
+                            }
+                            Some(Err(err)) => Err(err),
+                            None => Err(UpstreamError::protocol(
+                                "the upstream stream ended before the answer was complete",
+                            )),
+                        },
+                        () = st.timer.expired() => Err(stall_error(wait)),
                     }
                 }
             };

@@ -69,6 +69,13 @@ pub fn upstream_client_with(connect: Duration) -> Result<reqwest::Client, reqwes
         .connect_timeout(connect)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
+        // A provider API never redirects a POST; following one would resend the
+        // caller's prompt (and, same-host, the key) somewhere else. A 3xx is an
+        // upstream error like any other non-2xx.
+        .redirect(reqwest::redirect::Policy::none())
+        // Retries are the router's job (classes, budget, deadline); reqwest's own
+        // protocol-level retry would hide attempts from it.
+        .retry(reqwest::retry::never())
         .tls_backend_rustls()
         .build()
 }

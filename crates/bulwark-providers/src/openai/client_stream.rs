@@ -9,10 +9,11 @@
 //! a finish reason — whichever comes first.
 
 use bulwark_core::{StopReason, StreamEvent, UpstreamError, Usage};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{ErrorInfo, classify, stop_reason, usage_from_wire};
-use super::wire::{ChatCompletionChunk, ToolCallDelta};
+use super::wire::{ChunkIn, ToolCallDelta};
 use crate::StreamDecoder;
 
 #[derive(Debug, Default)]
@@ -49,8 +50,25 @@ impl StreamDecoder for Decoder {
             out.push(self.finish_event());
             return Ok(());
         }
-        let chunk = parse_chunk(data)?;
-        let carries_nothing = chunk.choices.is_empty() && !matches!(chunk.usage, Some(Some(_)));
+        // Most chunks take the fast path, straight into the typed chunk. A payload that
+        // could hold an error — the text `error` anywhere (an `error` key, `"object":
+        // "error"`), or a `\u` escape that could spell it — and any payload the typed
+        // parse rejects go through a `Value` first, which finds the error and words the
+        // messages; the typed parse decides nothing the `Value` path would decide
+        // otherwise.
+        let value;
+        let chunk = match fast_chunk(data) {
+            Some(chunk) => chunk,
+            None => {
+                value = chunk_value(data)?;
+                ChunkIn::deserialize(&value).map_err(|e| {
+                    UpstreamError::protocol(format!(
+                        "upstream stream chunk is not a chat.completion.chunk: {e}"
+                    ))
+                })?
+            }
+        };
+        let carries_nothing = chunk.choices.is_empty() && chunk.usage.is_none();
         if !self.started && chunk.id.is_empty() && carries_nothing {
             // A prelude without id or content (Azure's prompt-filter chunk): Start waits
             // for a chunk that says which answer this is.
@@ -59,11 +77,11 @@ impl StreamDecoder for Decoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.id.clone(),
-                model: chunk.model.clone(),
+                id: chunk.id.into_owned(),
+                model: chunk.model.into_owned(),
             });
         }
-        if let Some(Some(usage)) = &chunk.usage {
+        if let Some(usage) = &chunk.usage {
             self.usage = Some(usage_from_wire(usage));
         }
         // Bulwark always asks for one choice; any other index is not ours to mix in.
@@ -84,7 +102,7 @@ impl StreamDecoder for Decoder {
                 self.tool_call_fragment(call, out)?;
             }
             if let Some(reason) = &choice.finish_reason {
-                self.finish_reason = Some(reason.clone());
+                self.finish_reason = Some(reason.to_string());
             }
         }
         if self.finish_reason.is_some() && self.usage.is_some() {
@@ -185,30 +203,22 @@ impl Decoder {
     }
 }
 
-/// Parses one `data:` payload: a chunk, or the in-band error it carries.
-///
-/// Most chunks take the fast path, straight into the typed chunk. A payload that
-/// could hold an error — the text `error` anywhere (an `error` key, `"object":
-/// "error"`), or a `\u` escape that could spell it — and any payload the typed parse
-/// rejects go through a `Value` first, which finds the error and words the
-/// messages; the typed parse decides nothing the `Value` path would decide otherwise.
-fn parse_chunk(data: &str) -> Result<ChatCompletionChunk, UpstreamError> {
-    if !data.contains("error")
-        && !data.contains("\\u")
-        && let Ok(chunk) = serde_json::from_str::<ChatCompletionChunk>(data)
-    {
-        return Ok(chunk);
+/// The typed parse of a payload that cannot hold an error (see `feed`).
+fn fast_chunk(data: &str) -> Option<ChunkIn<'_>> {
+    if data.contains("error") || data.contains("\\u") {
+        return None;
     }
+    serde_json::from_str(data).ok()
+}
+
+/// A payload as a `Value`, or the in-band error it carries.
+fn chunk_value(data: &str) -> Result<Value, UpstreamError> {
     let value: Value = serde_json::from_str(data)
         .map_err(|e| UpstreamError::protocol(format!("upstream stream chunk is not JSON: {e}")))?;
     if is_error(&value) {
         return Err(stream_error(&value));
     }
-    serde_json::from_value(value).map_err(|e| {
-        UpstreamError::protocol(format!(
-            "upstream stream chunk is not a chat.completion.chunk: {e}"
-        ))
-    })
+    Ok(value)
 }
 
 fn ordinal_u32(ordinal: usize) -> Result<u32, UpstreamError> {

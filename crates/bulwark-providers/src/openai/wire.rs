@@ -321,6 +321,45 @@ pub struct Delta {
     pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
+/// A `chat.completion.chunk` as Bulwark's stream decoder reads it: only the fields it
+/// uses, with the strings borrowed from the payload (when they hold no escapes), so a
+/// chunk costs no allocation beyond its list of choices. [`ChatCompletionChunk`] is
+/// the owned shape Bulwark serves.
+#[derive(Debug, Deserialize)]
+pub struct ChunkIn<'a> {
+    #[serde(default, borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
+    pub choices: Vec<ChoiceIn<'a>>,
+    /// `null` on all but the last chunk when the usage was asked for.
+    #[serde(default)]
+    pub usage: Option<CompletionUsage>,
+}
+
+/// One choice of a [`ChunkIn`].
+#[derive(Debug, Deserialize)]
+pub struct ChoiceIn<'a> {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default, borrow, deserialize_with = "null_as_default")]
+    pub delta: DeltaIn<'a>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+/// The delta of a [`ChoiceIn`].
+#[derive(Debug, Default, Deserialize)]
+pub struct DeltaIn<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub refusal: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
 /// A fragment of a streamed tool call. `id`, `type` and `function.name` come only
 /// on the first fragment of each call; `index` numbers the calls of the choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
