@@ -164,10 +164,16 @@ enum JournalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, matches!(cli.command, Command::Demo { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker per core Bulwark may run on (affinity and cgroup limits count). On a
+    // single core, the single-threaded scheduler does the same work without the
+    // multi-threaded one's cross-thread bookkeeping (measured in bench/RESULTS.md).
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("bulwark: cannot start the async runtime: {err}");
