@@ -79,6 +79,12 @@ impl SseFrame {
     /// The frame as it goes on the wire, ending with the blank line.
     pub fn to_wire(&self) -> String {
         let mut out = String::with_capacity(self.data.len() + 32);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Appends the frame's wire form to `out` (what [`SseFrame::to_wire`] returns).
+    pub fn write_to(&self, out: &mut String) {
         if let Some(event) = self.event {
             out.push_str("event: ");
             out.push_str(event);
@@ -90,7 +96,6 @@ impl SseFrame {
             out.push('\n');
         }
         out.push('\n');
-        out
     }
 }
 

@@ -608,9 +608,10 @@ fn stream_response(
                 }
             }
         }
-        let mut bytes = String::new();
+        let size = st.frames.iter().map(|f| f.data.len() + 16).sum();
+        let mut bytes = String::with_capacity(size);
         for frame in &st.frames {
-            bytes.push_str(&frame.to_wire());
+            frame.write_to(&mut bytes);
         }
         Some((Ok::<_, Infallible>(Bytes::from(bytes)), st))
     });

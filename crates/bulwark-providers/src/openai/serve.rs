@@ -98,8 +98,13 @@ fn usage_to_wire(usage: &Usage) -> CompletionUsage {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Room for a typical chunk or short answer up front, not grown from 8 bytes.
+    let mut out = Vec::with_capacity(256);
     // Serializing these plain structs cannot fail; an empty object keeps the types honest.
-    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => b"{}".to_vec(),
+    }
 }
 
 /// `value` as JSON text, without copying it out of the serializer's buffer.
@@ -114,10 +119,11 @@ fn utf8(bytes: Vec<u8>) -> String {
 
 /// Encodes neutral events as `chat.completion.chunk` SSE frames, ending with `[DONE]`.
 pub struct StreamEncoder {
-    id: String,
-    created: u64,
+    /// The chunk every frame is written from: id, object, created and model are set
+    /// once, the choice is filled in per event, so a frame costs no allocation beyond
+    /// its text.
+    chunk: ChatCompletionChunk,
     include_usage: bool,
-    model: String,
     /// `[DONE]` or an in-band error went out; later events are dropped.
     ended: bool,
 }
@@ -125,10 +131,20 @@ pub struct StreamEncoder {
 impl StreamEncoder {
     pub fn new(id: String, created: u64, include_usage: bool) -> Self {
         StreamEncoder {
-            id,
-            created,
+            chunk: ChatCompletionChunk {
+                id,
+                object: "chat.completion.chunk".to_string(),
+                created,
+                model: String::new(),
+                choices: vec![ChunkChoice {
+                    index: 0,
+                    delta: Delta::default(),
+                    logprobs: None,
+                    finish_reason: None,
+                }],
+                usage: None,
+            },
             include_usage,
-            model: String::new(),
             ended: false,
         }
     }
@@ -139,7 +155,7 @@ impl StreamEncoder {
         }
         match event {
             StreamEvent::Start { model, .. } => {
-                self.model.clone_from(model);
+                self.chunk.model.clone_from(model);
                 let delta = Delta {
                     role: Some("assistant".to_string()),
                     content: Some(String::new()),
@@ -186,8 +202,11 @@ impl StreamEncoder {
             } => {
                 out.push(self.choice_chunk(Delta::default(), Some(finish_reason(*stop_reason))));
                 if self.include_usage {
-                    let chunk = self.chunk(Vec::new(), Some(Some(usage_to_wire(usage))));
-                    out.push(SseFrame::data(json_text(&chunk)));
+                    // The last chunk: no choices, the usage.
+                    let choices = std::mem::take(&mut self.chunk.choices);
+                    self.chunk.usage = Some(Some(usage_to_wire(usage)));
+                    out.push(SseFrame::data(json_text(&self.chunk)));
+                    self.chunk.choices = choices;
                 }
                 out.push(SseFrame::data("[DONE]"));
                 self.ended = true;
@@ -204,35 +223,17 @@ impl StreamEncoder {
         out.push(SseFrame::data(utf8(error_body(err))));
     }
 
-    fn chunk(
-        &self,
-        choices: Vec<ChunkChoice>,
-        usage: Option<Option<CompletionUsage>>,
-    ) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_string(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-        }
-    }
-
-    fn choice_chunk(&self, delta: Delta, finish_reason: Option<&str>) -> SseFrame {
-        let choice = ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason: finish_reason.map(str::to_string),
-        };
+    fn choice_chunk(&mut self, delta: Delta, finish_reason: Option<&str>) -> SseFrame {
         // With include_usage on, OpenAI sends `"usage": null` on every chunk but the last.
-        let usage = self.include_usage.then_some(None);
-        let chunk = self.chunk(vec![choice], usage);
-        SseFrame::data(json_text(&chunk))
+        self.chunk.usage = self.include_usage.then_some(None);
+        if let Some(choice) = self.chunk.choices.first_mut() {
+            choice.delta = delta;
+            choice.finish_reason = finish_reason.map(str::to_string);
+        }
+        SseFrame::data(json_text(&self.chunk))
     }
 
-    fn tool_chunk(&self, call: ToolCallDelta) -> SseFrame {
+    fn tool_chunk(&mut self, call: ToolCallDelta) -> SseFrame {
         let delta = Delta {
             tool_calls: Some(vec![call]),
             ..Delta::default()
