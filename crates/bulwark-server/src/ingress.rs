@@ -278,7 +278,7 @@ async fn handle(
 
     let response = if req.stream {
         match state.router.chat_stream(&route, &req, &opts).await {
-            Ok(served) => stream_response(format, &request_id, &req, served, ledger, meter),
+            Ok(served) => stream_response(format, &request_id, &req, served, ledger, meter).await,
             Err(failure) => {
                 let (response, message) = failure_response(format, &route.name, failure);
                 if let Some(mut l) = ledger {
@@ -530,7 +530,7 @@ fn failure_response(format: Format, route: &str, failure: Failure) -> (Response,
     (response, err.message)
 }
 
-fn stream_response(
+async fn stream_response(
     format: Format,
     request_id: &str,
     req: &ChatRequest,
@@ -593,7 +593,20 @@ fn stream_response(
             // Events already decoded go out in this same write (the first write holds
             // `Start` and the first content together). The end of the stream waits
             // for a write of its own, so nothing before it waits on the journal.
-            match events.next().now_or_never() {
+            //
+            // An HTTP/1 upstream body reaches us one chunk per turn of its connection
+            // task, so "nothing ready" often only means "not handed over yet": one
+            // yield lets that task run, and what it hands over joins this write
+            // instead of costing a write (and a wake-up of the caller) of its own. A
+            // real stream's next token is milliseconds away: the yield finds nothing
+            // and the write goes out at once. (This runs in its own task, see below:
+            // a yield inside the body hyper polls would make hyper flush.)
+            let mut next = events.next().now_or_never();
+            if next.is_none() && st.frames.len() < MAX_FRAMES_PER_WRITE {
+                tokio::task::yield_now().await;
+                next = events.next().now_or_never();
+            }
+            match next {
                 Some(Some(Ok(event))) if !matches!(event, StreamEvent::Finish { .. }) => {
                     item = Some(Ok(event));
                 }
@@ -615,6 +628,27 @@ fn stream_response(
         }
         Some((Ok::<_, Infallible>(Bytes::from(bytes)), st))
     });
+    // The first write (`Start`, the first content and whatever arrived with them) is
+    // made here, so it leaves with the response headers. The rest of the stream is read
+    // and encoded by a task of its own, which hands finished writes to the response
+    // body. Dropping the body (the caller went away) aborts the task, which drops the
+    // upstream stream and records the request as cancelled.
+    let mut body = Box::pin(body);
+    let first = body.next().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let producer = tokio::spawn(async move {
+        while let Some(Ok(bytes)) = body.next().await {
+            if tx.send(bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let guard = AbortOnDrop(producer.abort_handle());
+    let rest = futures::stream::poll_fn(move |cx| {
+        let _held = &guard;
+        rx.poll_recv(cx).map(|item| item.map(Ok::<_, Infallible>))
+    });
+    let body = futures::stream::iter(first).chain(rest);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -624,6 +658,18 @@ fn stream_response(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.extend(response_headers);
     response
+}
+
+/// At most this many events are coalesced into one write to the caller.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// Aborts the stream's producer task when the response body is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct EgressState {
