@@ -466,3 +466,64 @@ async fn a_journal_that_cannot_write_refuses_requests_and_withholds_unrecorded_a
     assert_eq!(status, 200, "{text}");
     assert!(s.healthy().await);
 }
+
+/// A caller that hangs up mid-stream: the stream's task is stopped at once (not at the
+/// upstream's next token), the request counts as `cancelled`, and the gateway goes on.
+#[tokio::test]
+async fn a_caller_hanging_up_mid_stream_is_cancelled_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack().await;
+    // Tokens 2 s apart: after the first one, nothing else happens upstream for 2 s.
+    s.primary.set_behavior(bulwark_mock::Behavior {
+        token_delay_ms: 2000,
+        reply_tokens: Some(5),
+        ..bulwark_mock::Behavior::named("primary")
+    });
+    let body = r#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+    let mut conn = tokio::net::TcpStream::connect(s.gateway).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: bulwark\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("tok1") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the stream ended before its first token");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(conn);
+    let hung_up = std::time::Instant::now();
+
+    let cancelled = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("bulwark_requests_total{")
+                && l.contains(r#"outcome="cancelled""#)
+                && l.ends_with(" 1")
+        })
+    };
+    loop {
+        let text = s
+            .client
+            .get(format!("http://{}/metrics", s.gateway))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if cancelled(&text) {
+            break;
+        }
+        assert!(
+            hung_up.elapsed() < std::time::Duration::from_millis(1500),
+            "not counted as cancelled before the upstream's next token:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.primary
+        .set_behavior(bulwark_mock::Behavior::named("primary"));
+    let (status, _, _) = s.post("/v1/chat/completions", CHAT).await;
+    assert_eq!(status, 200, "the gateway answers the next caller");
+}
