@@ -315,6 +315,7 @@ def main():
         write_reports(doc, full=not doc["meta"].get("quick"))
         return 0
     started = time.time()
+    load_at_start = open("/proc/loadavg").read().split()[:3]
     seconds, warmup = (2, 1) if args.quick else (8, 2)
     streams_seconds = 4 if args.quick else 8
     data_dir = Path(tempfile.mkdtemp(prefix="bulwark-bench-"))
@@ -412,7 +413,7 @@ def main():
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "virtualization": virtualization(),
-        "load_average_at_start": open("/proc/loadavg").read().split()[:3],
+        "load_average_at_start": load_at_start,
         "seconds_per_case": seconds,
         "warmup": warmup,
         "wall_seconds": round(time.time() - started),
