@@ -642,24 +642,10 @@ async fn collect(
         // registered with (and removed from) the runtime's timer wheel each time.
         let mut timer = IdleTimer::new(idle, deadline);
         loop {
-            let wait = timer.rearm();
-            tokio::select! {
-                biased;
-                item = rest.next() => match item {
-                    Some(Ok(event)) => {
-                        acc.push(&event);
-                        if acc.finish.is_some() {
-                            break;
-                        }
-                    }
-                    Some(Err(err)) => return Err(err),
-                    None => {
-                        return Err(UpstreamError::protocol(
-                            "the upstream stream ended before the answer was complete",
-                        ));
-                    }
-                },
-                () = timer.expired() => return Err(stall_error(wait)),
+            let event = timer.next(&mut rest).await?;
+            acc.push(&event);
+            if acc.finish.is_some() {
+                break;
             }
         }
     }
@@ -685,16 +671,30 @@ impl IdleTimer {
     }
 
     /// Starts the wait for the next event; returns how long it may take.
-    pub(crate) fn rearm(&mut self) -> Duration {
+    fn rearm(&mut self) -> Duration {
         let now = Instant::now();
         let wait = self.idle.min(self.deadline.saturating_duration_since(now));
         self.sleep.as_mut().reset(now + wait);
         wait
     }
 
-    /// Resolves when the wait started by the last [`IdleTimer::rearm`] is over.
-    pub(crate) async fn expired(&mut self) {
-        self.sleep.as_mut().await;
+    /// The next event of `rest` within the idle timeout: a stall, or the stream ending
+    /// before its answer did, is an error.
+    pub(crate) async fn next(
+        &mut self,
+        rest: &mut EventStream,
+    ) -> Result<StreamEvent, UpstreamError> {
+        let wait = self.rearm();
+        tokio::select! {
+            biased;
+            item = rest.next() => match item {
+                Some(item) => item,
+                None => Err(UpstreamError::protocol(
+                    "the upstream stream ended before the answer was complete",
+                )),
+            },
+            () = self.sleep.as_mut() => Err(stall_error(wait)),
+        }
     }
 }
 

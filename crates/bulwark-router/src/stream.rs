@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulwark_core::{ChatRequest, ErrorClass, StreamEvent, UpstreamError};
-use futures::StreamExt;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::breaker::{Admission, BreakerState, Outcome};
 use crate::budget::RetryBudget;
-use crate::engine::{IdleTimer, Opened, open_until_content, prefill_request, stall_error};
+use crate::engine::{IdleTimer, Opened, open_until_content, prefill_request};
 use crate::target::TargetHealth;
 use crate::{AttemptReport, AttemptSink, EventStream, Route, RouterEvent};
 
@@ -179,21 +178,11 @@ pub(crate) fn committed_stream(
                 Some(event) => Ok(event),
                 None => {
                     let mut rest = st.rest.take()?;
-                    let wait = st.timer.rearm();
-                    tokio::select! {
-                        biased;
-                        item = rest.next() => match item {
-                            Some(Ok(event)) => {
-                                st.rest = Some(rest);
-                                Ok(event)
-                            }
-                            Some(Err(err)) => Err(err),
-                            None => Err(UpstreamError::protocol(
-                                "the upstream stream ended before the answer was complete",
-                            )),
-                        },
-                        () = st.timer.expired() => Err(stall_error(wait)),
+                    let next = st.timer.next(&mut rest).await;
+                    if next.is_ok() {
+                        st.rest = Some(rest);
                     }
+                    next
                 }
             };
             match next {

@@ -629,26 +629,12 @@ async fn stream_response(
         Some((Ok::<_, Infallible>(Bytes::from(bytes)), st))
     });
     // The first write (`Start`, the first content and whatever arrived with them) is
-    // made here, so it leaves with the response headers. The rest of the stream is read
-    // and encoded by a task of its own, which hands finished writes to the response
-    // body. Dropping the body (the caller went away) aborts the task, which drops the
-    // upstream stream and records the request as cancelled.
+    // made here, so it leaves with the response headers; the rest is written by a task
+    // of its own (`detached_writes`).
     let mut body = Box::pin(body);
     let first = body.next().await;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let producer = tokio::spawn(async move {
-        while let Some(Ok(bytes)) = body.next().await {
-            if tx.send(bytes).await.is_err() {
-                break;
-            }
-        }
-    });
-    let guard = AbortOnDrop(producer.abort_handle());
-    let rest = futures::stream::poll_fn(move |cx| {
-        let _held = &guard;
-        rx.poll_recv(cx).map(|item| item.map(Ok::<_, Infallible>))
-    });
-    let body = futures::stream::iter(first).chain(rest);
+    let first = first.map(|item| item.map_err(|never| match never {}));
+    let body = futures::stream::iter(first).chain(detached_writes(body));
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -658,6 +644,48 @@ async fn stream_response(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.extend(response_headers);
     response
+}
+
+/// Runs `writes` in a task of its own and returns the response body that carries what
+/// it produces. Dropping the body (the caller went away) aborts the task, which drops
+/// the upstream stream and records the request as cancelled. A task that ends without
+/// finishing `writes` (a panic) ends the body with an error, so the caller's
+/// connection is cut rather than the answer looking complete.
+fn detached_writes<S>(writes: S) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>>
+where
+    S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + Unpin + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::clone(&finished);
+    let producer = tokio::spawn(async move {
+        let mut writes = writes;
+        while let Some(Ok(bytes)) = writes.next().await {
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    let guard = AbortOnDrop(producer.abort_handle());
+    let mut over = false;
+    futures::stream::poll_fn(move |cx| {
+        let _held = &guard;
+        if over {
+            return std::task::Poll::Ready(None);
+        }
+        rx.poll_recv(cx).map(|item| match item {
+            Some(bytes) => Some(Ok(bytes)),
+            None => {
+                over = true;
+                (!finished.load(std::sync::atomic::Ordering::Acquire)).then(|| {
+                    Err(std::io::Error::other(
+                        "the stream's writer stopped before the end of the stream",
+                    ))
+                })
+            }
+        })
+    })
 }
 
 /// At most this many events are coalesced into one write to the caller.
@@ -776,4 +804,40 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> Result<Bytes, Infallible> {
+        Ok(Bytes::from_static(text.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn detached_writes_pass_every_write_and_end_cleanly() {
+        let writes = futures::stream::iter([frame("data: a\n\n"), frame("data: b\n\n")]);
+        let got: Vec<_> = detached_writes(writes).collect().await;
+        let got: Vec<_> = got.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(
+            got,
+            [Bytes::from("data: a\n\n"), Bytes::from("data: b\n\n")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_dies_midway_ends_the_body_with_an_error_not_a_clean_end() {
+        let writes = futures::stream::iter([frame("data: a\n\n")]).chain(futures::stream::poll_fn(
+            |_| -> std::task::Poll<Option<Result<Bytes, Infallible>>> {
+                panic!("a bug in the stream's writer")
+            },
+        ));
+        let got: Vec<_> = detached_writes(Box::pin(writes)).take(3).collect().await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].as_ref().unwrap(), &Bytes::from("data: a\n\n"));
+        assert!(
+            got[1].is_err(),
+            "a cut stream must not end like a finished one"
+        );
+    }
 }

@@ -164,15 +164,35 @@ enum JournalCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, matches!(cli.command, Command::Demo { .. }));
-    // One worker per core Bulwark may run on (affinity and cgroup limits count). On a
-    // single core, the single-threaded scheduler does the same work without the
-    // multi-threaded one's cross-thread bookkeeping (measured in bench/RESULTS.md).
-    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let mut builder = if one_core {
+    // One worker per core Bulwark may run on (affinity and cgroup limits count), or
+    // tokio's own `TOKIO_WORKER_THREADS`. With one, the single-threaded scheduler does
+    // the same work without the multi-threaded one's cross-thread bookkeeping
+    // (bench/PROFILE.md).
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
+    if matches!(cli.command, Command::Serve { .. }) {
+        let scheduler = if workers == 1 {
+            "current-thread"
+        } else {
+            "multi-thread"
+        };
+        tracing::info!(
+            workers,
+            scheduler,
+            "async runtime: {workers} worker(s), {scheduler} scheduler"
+        );
+    }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {

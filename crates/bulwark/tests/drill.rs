@@ -271,7 +271,12 @@ async fn a_flapping_primary_opens_its_breaker_again_and_again() {
     let mocks = Mocks::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &mocks, "");
-    let d = drill(&config, "flapping", "6s").await;
+    // 8 s: each outage and each gap between them lasts 0.8 s, so a breaker that opened
+    // early in an outage (open_for 1 s) tries again well inside the next gap, where the
+    // watch's 100 ms polls see it close. With 6 s (0.6 s phases) the retry landed on
+    // the start of the next outage whenever the opening came 200 ms late (a loaded
+    // machine), and the re-opening fell between two polls.
+    let d = drill(&config, "flapping", "8s").await;
     let r = &d.report;
     assert_eq!(d.code, 0, "{}", d.stdout);
     let transitions = r["breaker_transitions"].as_array().unwrap();

@@ -527,3 +527,78 @@ async fn a_caller_hanging_up_mid_stream_is_cancelled_at_once() {
     let (status, _, _) = s.post("/v1/chat/completions", CHAT).await;
     assert_eq!(status, 200, "the gateway answers the next caller");
 }
+
+/// A provider answering with a redirect is not followed: following it would resend
+/// the prompt and the provider's key headers (`x-api-key` is not among the headers an
+/// HTTP client strips on a cross-host redirect) to wherever the redirect points. The
+/// 3xx counts as a failed attempt and the route fails over.
+#[tokio::test]
+async fn a_redirecting_provider_is_not_followed_and_its_key_goes_nowhere_else() {
+    bulwark_server::install_crypto_provider();
+    let elsewhere = MockServer::start("elsewhere").await.unwrap();
+    let secondary = MockServer::start("secondary").await.unwrap();
+    let target = format!("{}/v1/messages", elsewhere.url());
+    let redirector = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, redirector).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+journal: {{path: "{j}"}}
+providers:
+  - {{name: moved, kind: anthropic, api_key: "${{KEY_A}}", base_url: "http://{redirector_addr}"}}
+  - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{b}/v1"}}
+routes:
+  - model: chat
+    targets:
+      - {{provider: moved, model: claude-test}}
+      - {{provider: secondary, model: gpt-test}}
+"#,
+        b = secondary.url(),
+        j = dir.path().join("journal.db").display()
+    );
+    let env = |name: &str| match name {
+        "KEY_A" => Some(KEY_A.to_string()),
+        "KEY_B" => Some(KEY_B.to_string()),
+        _ => None,
+    };
+    let config = bulwark_server::config::parse(Path::new("test.yaml"), &yaml, &env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        bulwark_server::run(listener, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    for stream in [false, true] {
+        let body = json!({"model": "chat", "stream": stream,
+            "messages": [{"role": "user", "content": "hello"}]});
+        let resp = reqwest::Client::new()
+            .post(format!("http://{gateway}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream={stream}");
+        assert_eq!(header(resp.headers(), "x-bulwark-provider"), "secondary");
+    }
+    assert!(
+        elsewhere.calls().is_empty(),
+        "the redirect was followed: {:?}",
+        elsewhere.calls()
+    );
+}

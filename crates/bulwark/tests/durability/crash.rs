@@ -122,3 +122,63 @@ async fn kill_9_under_load_loses_no_answer() {
         "no kill landed on a request in flight; the test did not exercise a crash"
     );
 }
+
+/// On one core Bulwark runs tokio's single-threaded scheduler (what the benchmark
+/// measures). The same guarantees hold there: concurrent JSON and streamed answers all
+/// complete, and every answer a caller got is in the journal after a `kill -9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_gateway_answers_concurrently_and_journals_every_answer() {
+    let mock = MockServer::start("upstream").await.unwrap();
+    mock.set_behavior(Behavior {
+        token_delay_ms: 2,
+        reply_tokens: Some(10),
+        ..Behavior::named("upstream")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let config = write_config(dir.path(), &mock.url(), &journal, "");
+    let mut gateway = Gateway::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "1")]).await;
+    assert!(
+        gateway
+            .startup_log
+            .iter()
+            .any(|l| l.contains("1 worker(s), current-thread scheduler")),
+        "{:?}",
+        gateway.startup_log
+    );
+    let client = crate::support::client();
+    let url = gateway.url("/v1/chat/completions");
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..5 {
+                let id = format!("one-core-c{c}-{i}");
+                got.push(
+                    send(&client, &url, &id, (c + i) % 2 == 0, &[])
+                        .await
+                        .unwrap(),
+                );
+            }
+            got
+        }));
+    }
+    let mut received = Vec::new();
+    for task in tasks {
+        received.extend(task.await.unwrap());
+    }
+    gateway.kill9().await;
+    let entries = journal_export(&journal).await;
+    for r in &received {
+        assert_eq!(r.status, 200, "{}", r.id);
+        let text = r
+            .complete_text
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: incomplete answer", r.id));
+        let entry = &entries[&r.id];
+        assert_eq!(entry["status"], "completed", "{}", r.id);
+        assert_eq!(&journal_text(entry), text, "{}", r.id);
+    }
+    assert_eq!(received.len(), 40);
+}

@@ -17,15 +17,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bulwark");
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The log lines written before "listening".
+    pub startup_log: Vec<String>,
 }
 
 impl Gateway {
     /// Starts the gateway on `config` (which must say `listen: 127.0.0.1:0`) and waits
     /// for its "listening" log line.
     pub async fn start(config: &Path) -> Gateway {
+        Gateway::start_with_env(config, &[]).await
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the child.
+    pub async fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("BULWARK_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -36,8 +44,10 @@ impl Gateway {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let mut startup_log = Vec::new();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                startup_log.push(line.clone());
                 if let Some(at) = line.find("listening on http://") {
                     let rest = &line[at + "listening on http://".len()..];
                     let addr: String = rest
@@ -53,7 +63,11 @@ impl Gateway {
         .expect("the gateway did not start within 30 s");
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Gateway { child, addr }
+        Gateway {
+            child,
+            addr,
+            startup_log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
