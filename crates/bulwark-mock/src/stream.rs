@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bulwark_core::{SseFrame, StreamEvent};
 use bulwark_providers::{anthropic, gemini, openai};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use crate::fault_errors::{default_event_status, error_frame, malformed_frame};
@@ -165,13 +165,26 @@ pub(crate) fn plan(
     steps
 }
 
-/// Plays a plan as a response body.
+/// Plays a plan as a response body. Sends with no wait between them leave as one
+/// body frame, so an answer without token delays goes out in one write, the way a
+/// fast server's burst does (and the benchmark's upstream costs what its bytes cost).
 pub(crate) fn play(steps: Vec<Step>) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures::stream::unfold(steps.into_iter(), |mut steps| async move {
+    futures::stream::unfold(steps.into_iter().peekable(), |mut steps| async move {
         loop {
             match steps.next()? {
                 Step::Wait(d) => tokio::time::sleep(d).await,
-                Step::Send(bytes) => return Some((Ok(bytes), steps)),
+                Step::Send(bytes) => {
+                    if !matches!(steps.peek(), Some(Step::Send(_))) {
+                        return Some((Ok(bytes), steps));
+                    }
+                    let mut joined = BytesMut::from(&bytes[..]);
+                    while let Some(Step::Send(next)) =
+                        steps.next_if(|step| matches!(step, Step::Send(_)))
+                    {
+                        joined.extend_from_slice(&next);
+                    }
+                    return Some((Ok(joined.freeze()), steps));
+                }
                 Step::Abort => {
                     // Going pending first lets the server flush what it buffered.
                     tokio::time::sleep(CUT_FLUSH_DELAY).await;
@@ -359,15 +372,16 @@ mod tests {
     async fn playing_a_plan_sends_waits_and_fails_on_abort() {
         let steps = vec![
             Step::Send(Bytes::from_static(b"a")),
-            Step::Wait(Duration::from_millis(100)),
             Step::Send(Bytes::from_static(b"b")),
+            Step::Wait(Duration::from_millis(100)),
+            Step::Send(Bytes::from_static(b"c")),
             Step::Abort,
         ];
         let started = tokio::time::Instant::now();
         let items: Vec<_> = play(steps).collect().await;
-        assert_eq!(items.len(), 3);
-        assert_eq!(items[0].as_ref().unwrap(), &Bytes::from_static(b"a"));
-        assert_eq!(items[1].as_ref().unwrap(), &Bytes::from_static(b"b"));
+        assert_eq!(items.len(), 3, "sends with no wait between them are one frame");
+        assert_eq!(items[0].as_ref().unwrap(), &Bytes::from_static(b"ab"));
+        assert_eq!(items[1].as_ref().unwrap(), &Bytes::from_static(b"c"));
         assert!(items[2].is_err());
         assert!(started.elapsed() >= Duration::from_millis(100) + CUT_FLUSH_DELAY);
     }

@@ -126,6 +126,11 @@ pub struct StreamEncoder {
     include_usage: bool,
     /// `[DONE]` or an in-band error went out; later events are dropped.
     ended: bool,
+    /// A text chunk is all of `chunk` but its text, which is most frames of a stream:
+    /// the JSON before the text (`{"id":…,"delta":{"content":`) and after it, made
+    /// at `Start` from the same chunk, so a text frame is two copies and the text's
+    /// escaping (the same bytes the serializer writes: a test compares them).
+    text_frame: Option<(String, &'static str)>,
 }
 
 impl StreamEncoder {
@@ -146,6 +151,7 @@ impl StreamEncoder {
             },
             include_usage,
             ended: false,
+            text_frame: None,
         }
     }
 
@@ -162,16 +168,28 @@ impl StreamEncoder {
                     ..Delta::default()
                 };
                 out.push(self.choice_chunk(delta, None));
+                self.text_frame = Some(self.text_frame_parts());
             }
             StreamEvent::TextDelta { text } => {
                 if text.is_empty() {
                     return;
                 }
-                let delta = Delta {
-                    content: Some(text.clone()),
-                    ..Delta::default()
-                };
-                out.push(self.choice_chunk(delta, None));
+                match &self.text_frame {
+                    Some((head, tail)) => {
+                        let mut data = String::with_capacity(head.len() + text.len() + 64);
+                        data.push_str(head);
+                        data.push_str(&json_text(text));
+                        data.push_str(tail);
+                        out.push(SseFrame::data(data));
+                    }
+                    None => {
+                        let delta = Delta {
+                            content: Some(text.clone()),
+                            ..Delta::default()
+                        };
+                        out.push(self.choice_chunk(delta, None));
+                    }
+                }
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 let call = ToolCallDelta {
@@ -231,6 +249,24 @@ impl StreamEncoder {
             choice.finish_reason = finish_reason.map(str::to_string);
         }
         SseFrame::data(json_text(&self.chunk))
+    }
+
+    /// The JSON of a text chunk around its text (see `text_frame`), written with the
+    /// chunk's own fields in the order the serializer writes them.
+    fn text_frame_parts(&self) -> (String, &'static str) {
+        let head = format!(
+            r#"{{"id":{},"object":{},"created":{},"model":{},"choices":[{{"index":0,"delta":{{"content":"#,
+            json_text(&self.chunk.id),
+            json_text(&self.chunk.object),
+            self.chunk.created,
+            json_text(&self.chunk.model),
+        );
+        let tail = if self.include_usage {
+            r#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        } else {
+            r#"},"logprobs":null,"finish_reason":null}]}"#
+        };
+        (head, tail)
     }
 
     fn tool_chunk(&mut self, call: ToolCallDelta) -> SseFrame {

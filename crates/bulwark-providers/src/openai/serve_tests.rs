@@ -8,6 +8,7 @@ use bulwark_core::{
 use serde_json::{Value, json};
 
 use super::{StreamEncoder, decode_request, encode_response, error_body};
+use crate::openai::wire::{ChatCompletionChunk, ChunkChoice, Delta};
 
 fn parse(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
@@ -657,5 +658,56 @@ fn never_panics_on_truncated_or_odd_input() {
         "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 99999999999}",
     ] {
         assert!(decode_request(odd.as_bytes()).is_err(), "{odd}");
+    }
+}
+
+#[test]
+fn a_text_frame_has_the_bytes_the_serializer_writes_for_the_same_chunk() {
+    // The text fast path must write what serializing the chunk writes, byte for byte,
+    // for any text (escapes, quotes, non-ASCII, control characters) and id or model.
+    let texts = [
+        "plain",
+        "quote \" backslash \\ slash /",
+        "new\nline\ttab\r\u{0}\u{1f}",
+        "non-ASCII: é ü 日本 🚀",
+        "</script>",
+        " ",
+    ];
+    for include_usage in [true, false] {
+        for (id, model) in [("chatcmpl-s", "gpt-4o"), ("id \"q\"\n", "mödel\\x")] {
+            let mut encoder = StreamEncoder::new(id.into(), 1_700_000_000, include_usage);
+            let mut frames = Vec::new();
+            let start = StreamEvent::Start {
+                id: "ignored".into(),
+                model: model.into(),
+            };
+            encoder.encode(&start, &mut frames);
+            for text in texts {
+                frames.clear();
+                encoder.encode(&StreamEvent::TextDelta { text: text.into() }, &mut frames);
+                let expected = ChatCompletionChunk {
+                    id: id.into(),
+                    object: "chat.completion.chunk".into(),
+                    created: 1_700_000_000,
+                    model: model.into(),
+                    choices: vec![ChunkChoice {
+                        index: 0,
+                        delta: Delta {
+                            content: Some(text.into()),
+                            ..Delta::default()
+                        },
+                        logprobs: None,
+                        finish_reason: None,
+                    }],
+                    usage: include_usage.then_some(None),
+                };
+                assert_eq!(frames.len(), 1);
+                assert_eq!(
+                    frames[0].data,
+                    serde_json::to_string(&expected).unwrap(),
+                    "text {text:?}, usage {include_usage}"
+                );
+            }
+        }
     }
 }
