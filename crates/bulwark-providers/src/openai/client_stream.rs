@@ -27,6 +27,8 @@ pub(crate) struct Decoder {
     finish_reason: Option<String>,
     refusal: bool,
     usage: Option<Usage>,
+    /// The framing of the first plain text chunk (see [`TextFrame`]).
+    text_frame: Option<TextFrame>,
 }
 
 impl StreamDecoder for Decoder {
@@ -50,6 +52,17 @@ impl StreamDecoder for Decoder {
             out.push(self.finish_event());
             return Ok(());
         }
+        // Most servers frame every text chunk of a stream alike: only the text differs.
+        // A chunk framed exactly like the first plain text chunk is that chunk with
+        // another text, and means what the typed parse below would make of it.
+        if self.started
+            && let Some(text) = self.text_frame.as_ref().and_then(|frame| frame.text(data))
+        {
+            if !text.is_empty() {
+                out.push(StreamEvent::TextDelta { text });
+            }
+            return Ok(());
+        }
         // Most chunks take the fast path, straight into the typed chunk. A payload that
         // could hold an error — the text `error` anywhere (an `error` key, `"object":
         // "error"`), or a `\u` escape that could spell it — and any payload the typed
@@ -57,9 +70,11 @@ impl StreamDecoder for Decoder {
         // messages; the typed parse decides nothing the `Value` path would decide
         // otherwise.
         let value;
+        let mut typed = true;
         let chunk = match fast_chunk(data) {
             Some(chunk) => chunk,
             None => {
+                typed = false;
                 value = chunk_value(data)?;
                 ChunkIn::deserialize(&value).map_err(|e| {
                     UpstreamError::protocol(format!(
@@ -68,6 +83,7 @@ impl StreamDecoder for Decoder {
                 })?
             }
         };
+        let plain_text = typed && self.text_frame.is_none() && is_plain_text(&chunk);
         let carries_nothing = chunk.choices.is_empty() && chunk.usage.is_none();
         if !self.started && chunk.id.is_empty() && carries_nothing {
             // A prelude without id or content (Azure's prompt-filter chunk): Start waits
@@ -83,6 +99,12 @@ impl StreamDecoder for Decoder {
         }
         if let Some(usage) = &chunk.usage {
             self.usage = Some(usage_from_wire(usage));
+        }
+        if plain_text {
+            self.text_frame = chunk.choices.first().and_then(|choice| {
+                let text = choice.delta.content.as_deref()?;
+                TextFrame::learn(data, text)
+            });
         }
         // Bulwark always asks for one choice; any other index is not ours to mix in.
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
@@ -200,6 +222,83 @@ impl Decoder {
             stop_sequence: None,
             usage: self.usage.unwrap_or_default(),
         }
+    }
+}
+
+/// Where a plain text chunk's text sits: the payload's bytes before the text's JSON
+/// string literal and after it. A later payload made of the same two parts around one
+/// string literal differs from the learned chunk only in that string, so it is the
+/// same chunk with another text: same id, model and choice, no finish reason, no
+/// usage, no error. It costs two comparisons and the string's parse instead of the
+/// whole chunk's. Servers that vary anything else per chunk (OpenAI's `obfuscation`
+/// padding) never match, and take the typed parse every time.
+#[derive(Debug)]
+struct TextFrame {
+    head: String,
+    tail: String,
+}
+
+impl TextFrame {
+    /// The key the text follows, in compact JSON (spaced JSON is not learned).
+    const KEY: &'static str = r#""delta":{"content":"#;
+
+    /// The frame of `data`, a chunk that parsed as plain text `text`; `None` unless
+    /// the key occurs once and the literal after it is that text.
+    fn learn(data: &str, text: &str) -> Option<TextFrame> {
+        let at = data.find(Self::KEY)?;
+        let start = at + Self::KEY.len();
+        if data[start..].contains(Self::KEY) {
+            return None;
+        }
+        let end = start + literal_len(&data[start..])?;
+        let literal: String = serde_json::from_str(&data[start..end]).ok()?;
+        (literal == text).then(|| TextFrame {
+            head: data[..start].to_string(),
+            tail: data[end..].to_string(),
+        })
+    }
+
+    /// The text of `data` if it is framed like the learned chunk.
+    fn text(&self, data: &str) -> Option<String> {
+        let literal = data
+            .strip_prefix(self.head.as_str())?
+            .strip_suffix(self.tail.as_str())?;
+        if literal_len(literal)? != literal.len() {
+            return None;
+        }
+        serde_json::from_str(literal).ok()
+    }
+}
+
+/// The length in bytes of the JSON string literal (quotes included) `s` starts with.
+fn literal_len(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    let mut i = 1;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// One choice (index 0) whose delta is non-empty text alone; no finish reason, no usage.
+fn is_plain_text(chunk: &ChunkIn<'_>) -> bool {
+    match chunk.choices.as_slice() {
+        [choice] => {
+            choice.index == 0
+                && choice.finish_reason.is_none()
+                && choice.delta.refusal.is_none()
+                && choice.delta.tool_calls.is_none()
+                && choice.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                && chunk.usage.is_none()
+        }
+        _ => false,
     }
 }
 

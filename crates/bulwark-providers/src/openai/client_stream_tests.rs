@@ -4,7 +4,7 @@
 use bulwark_core::{ErrorClass, StopReason, StreamEvent, Usage};
 
 use super::super::OpenAiAdapter;
-use crate::Adapter;
+use crate::{Adapter, StreamDecoder};
 
 fn feed_all(lines: &[&str]) -> (Vec<StreamEvent>, Result<(), bulwark_core::UpstreamError>) {
     let mut decoder = OpenAiAdapter::new(false).stream_decoder();
@@ -348,4 +348,90 @@ fn a_repeated_field_keeps_its_last_value() {
             model: "m".into()
         }
     );
+}
+
+/// Feeds `lines` to a decoder, and to one that forgets its learned text frame before
+/// every chunk (so it parses each chunk whole): both must give the same events and
+/// the same end. Returns whether the first used its text frame.
+fn same_as_whole_parse(lines: &[&str]) -> bool {
+    let mut fast = super::Decoder::default();
+    let mut whole = super::Decoder::default();
+    let (mut fast_out, mut whole_out) = (Vec::new(), Vec::new());
+    for line in lines {
+        whole.text_frame = None;
+        let w = whole.feed(None, line, &mut whole_out);
+        let f = fast.feed(None, line, &mut fast_out);
+        assert_eq!(
+            f.as_ref().map_err(ToString::to_string),
+            w.as_ref().map_err(ToString::to_string),
+            "at {line}"
+        );
+        assert_eq!(fast_out, whole_out, "at {line}");
+        if w.is_err() {
+            return fast.text_frame.is_some();
+        }
+    }
+    let (f, w) = (fast.finish(&mut fast_out), whole.finish(&mut whole_out));
+    assert_eq!(
+        f.map_err(|e| e.to_string()),
+        w.map_err(|e| e.to_string())
+    );
+    assert_eq!(fast_out, whole_out);
+    fast.text_frame.is_some()
+}
+
+fn text_chunk(text_literal: &str) -> String {
+    format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{{"index":0,"delta":{{"content":{text_literal}}},"logprobs":null,"finish_reason":null}}]}}"#
+    )
+}
+
+#[test]
+fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
+    let role = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#;
+    let finish = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#;
+    let usage = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+    let texts = [
+        r#""Hello ""#,
+        r#""quote \" and \\ backslash""#,
+        r#""\u0065rror, error, \ud83d\ude80""#,
+        r#""},\"logprobs\":null,\"finish_reason\":\"stop\"}]}""#,
+        r#""""#,
+        r#""new\nline""#,
+    ];
+    let mut lines = vec![role.to_string()];
+    lines.extend(texts.iter().map(|t| text_chunk(t)));
+    lines.extend([finish.to_string(), usage.to_string(), "[DONE]".to_string()]);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert!(same_as_whole_parse(&lines), "the text frame was learned and used");
+
+    // Chunks that share the frame's head and tail but are not one string between
+    // them, or hold what a text chunk may not: the whole parse decides, and agrees.
+    let odd = [
+        text_chunk(r#""a","content":"b""#),
+        text_chunk(r#""a" "#),
+        text_chunk("\"raw\ncontrol\""),
+        text_chunk(r#""unterminated"#),
+        text_chunk(r#"null"#),
+        text_chunk(r#"7"#),
+        r#"{"error":{"message":"overloaded","type":"server_error"}}"#.to_string(),
+    ];
+    for bad in &odd {
+        let first = text_chunk(r#""first""#);
+        same_as_whole_parse(&[role, &first, bad, finish, "[DONE]"]);
+    }
+
+    // Text and a finish reason in one chunk: a different tail, so the whole parse.
+    let last = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"end"},"logprobs":null,"finish_reason":"length"}]}"#;
+    same_as_whole_parse(&[role, &text_chunk(r#""x""#), last, "[DONE]"]);
+
+    // Spaced JSON, a key met twice, per-chunk padding: never learned, or never matched.
+    let spaced = r#"{"id": "c", "choices": [{"index": 0, "delta": {"content": "x"}}]}"#;
+    assert!(!same_as_whole_parse(&[spaced, spaced, finish, "[DONE]"]));
+    let padded = |pad: &str| {
+        format!(
+            r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"x"}}}}],"obfuscation":"{pad}"}}"#
+        )
+    };
+    same_as_whole_parse(&[&padded("a1"), &padded("b22"), &padded("c"), finish, "[DONE]"]);
 }
