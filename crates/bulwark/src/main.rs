@@ -12,12 +12,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of the C library's allocator: a proxied request makes a few
-/// hundred short-lived allocations, and glibc's malloc and free were ~14 % of its
-/// instructions (bench/PROFILE.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "bulwark",
