@@ -379,7 +379,11 @@ mod tests {
         ];
         let started = tokio::time::Instant::now();
         let items: Vec<_> = play(steps).collect().await;
-        assert_eq!(items.len(), 3, "sends with no wait between them are one frame");
+        assert_eq!(
+            items.len(),
+            3,
+            "sends with no wait between them are one frame"
+        );
         assert_eq!(items[0].as_ref().unwrap(), &Bytes::from_static(b"ab"));
         assert_eq!(items[1].as_ref().unwrap(), &Bytes::from_static(b"c"));
         assert!(items[2].is_err());

@@ -295,7 +295,11 @@ fn is_plain_text(chunk: &ChunkIn<'_>) -> bool {
                 && choice.finish_reason.is_none()
                 && choice.delta.refusal.is_none()
                 && choice.delta.tool_calls.is_none()
-                && choice.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                && choice
+                    .delta
+                    .content
+                    .as_deref()
+                    .is_some_and(|t| !t.is_empty())
                 && chunk.usage.is_none()
         }
         _ => false,

@@ -372,10 +372,7 @@ fn same_as_whole_parse(lines: &[&str]) -> bool {
         }
     }
     let (f, w) = (fast.finish(&mut fast_out), whole.finish(&mut whole_out));
-    assert_eq!(
-        f.map_err(|e| e.to_string()),
-        w.map_err(|e| e.to_string())
-    );
+    assert_eq!(f.map_err(|e| e.to_string()), w.map_err(|e| e.to_string()));
     assert_eq!(fast_out, whole_out);
     fast.text_frame.is_some()
 }
@@ -403,7 +400,21 @@ fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
     lines.extend(texts.iter().map(|t| text_chunk(t)));
     lines.extend([finish.to_string(), usage.to_string(), "[DONE]".to_string()]);
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    assert!(same_as_whole_parse(&lines), "the text frame was learned and used");
+    assert!(same_as_whole_parse(&lines), "a text frame was learned");
+    // ... and it is the frame of this stream's text chunks, so they took it.
+    let mut decoder = super::Decoder::default();
+    let mut out = Vec::new();
+    decoder.feed(None, role, &mut out).unwrap();
+    decoder.feed(None, &lines[1], &mut out).unwrap();
+    let frame = decoder
+        .text_frame
+        .as_ref()
+        .expect("learned from the first text chunk");
+    assert_eq!(
+        frame.text(&text_chunk(r#""probe \"q\"""#)).as_deref(),
+        Some("probe \"q\"")
+    );
+    assert_eq!(frame.text(finish), None);
 
     // Chunks that share the frame's head and tail but are not one string between
     // them, or hold what a text chunk may not: the whole parse decides, and agrees.
@@ -433,5 +444,11 @@ fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
             r#"{{"id":"c","choices":[{{"index":0,"delta":{{"content":"x"}}}}],"obfuscation":"{pad}"}}"#
         )
     };
-    same_as_whole_parse(&[&padded("a1"), &padded("b22"), &padded("c"), finish, "[DONE]"]);
+    same_as_whole_parse(&[
+        &padded("a1"),
+        &padded("b22"),
+        &padded("c"),
+        finish,
+        "[DONE]",
+    ]);
 }
