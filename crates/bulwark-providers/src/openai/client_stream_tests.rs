@@ -405,7 +405,7 @@ fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
     let mut decoder = super::Decoder::default();
     let mut out = Vec::new();
     decoder.feed(None, role, &mut out).unwrap();
-    decoder.feed(None, &lines[1], &mut out).unwrap();
+    decoder.feed(None, lines[1], &mut out).unwrap();
     let frame = decoder
         .text_frame
         .as_ref()
