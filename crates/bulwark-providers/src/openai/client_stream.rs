@@ -243,7 +243,9 @@ impl TextFrame {
     const KEY: &'static str = r#""delta":{"content":"#;
 
     /// The frame of `data`, a chunk that parsed as plain text `text`; `None` unless
-    /// the key occurs once and the literal after it is that text.
+    /// the key occurs once, the literal after it is that text, and another text put
+    /// in its place is what the typed parse reads as the choice's text (not, say, a
+    /// look-alike `delta` elsewhere in the payload).
     fn learn(data: &str, text: &str) -> Option<TextFrame> {
         let at = data.find(Self::KEY)?;
         let start = at + Self::KEY.len();
@@ -252,10 +254,21 @@ impl TextFrame {
         }
         let end = start + literal_len(&data[start..])?;
         let literal: String = serde_json::from_str(&data[start..end]).ok()?;
-        (literal == text).then(|| TextFrame {
+        if literal != text {
+            return None;
+        }
+        let frame = TextFrame {
             head: data[..start].to_string(),
             tail: data[end..].to_string(),
-        })
+        };
+        let probe = if text == "probe" { "other" } else { "probe" };
+        let probed = format!("{}\"{probe}\"{}", frame.head, frame.tail);
+        let chunk: ChunkIn<'_> = serde_json::from_str(&probed).ok()?;
+        let read = chunk
+            .choices
+            .first()
+            .and_then(|c| c.delta.content.as_deref());
+        (is_plain_text(&chunk) && read == Some(probe)).then_some(frame)
     }
 
     /// The text of `data` if it is framed like the learned chunk.

@@ -436,6 +436,21 @@ fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
     let last = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":5,"model":"m","choices":[{"index":0,"delta":{"content":"end"},"logprobs":null,"finish_reason":"length"}]}"#;
     same_as_whole_parse(&[role, &text_chunk(r#""x""#), last, "[DONE]"]);
 
+    // The key and the text in an object the typed parse ignores, the choice's own
+    // text spaced: the frame would put later texts in the wrong place, so it is not
+    // learned.
+    let decoy = |text: &str| {
+        format!(
+            r#"{{"id":"c","extra":{{"delta":{{"content":"{text}"}}}},"choices":[{{"index":0,"delta": {{"content":"A"}}}}]}}"#
+        )
+    };
+    assert!(!same_as_whole_parse(&[
+        &decoy("A"),
+        &decoy("B"),
+        finish,
+        "[DONE]"
+    ]));
+
     // Spaced JSON, a key met twice, per-chunk padding: never learned, or never matched.
     let spaced = r#"{"id": "c", "choices": [{"index": 0, "delta": {"content": "x"}}]}"#;
     assert!(!same_as_whole_parse(&[spaced, spaced, finish, "[DONE]"]));
