@@ -23,24 +23,44 @@ const KEY_B: &str = "sk-openai-secondary-secret";
 
 /// Gateway with route `chat` = primary (anthropic kind) → secondary (openai kind).
 async fn stack() -> Stack {
-    bulwark_server::install_crypto_provider();
     let primary = MockServer::start("primary").await.unwrap();
     let secondary = MockServer::start("secondary").await.unwrap();
+    let (gateway, stop, dir) = start_gateway(&primary.url(), &secondary.url()).await;
+    Stack {
+        gateway,
+        primary,
+        secondary,
+        client: reqwest::Client::new(),
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// Runs a gateway whose route `chat` is `primary` (an Anthropic provider at
+/// `primary_url`, key `KEY_A`) then `secondary` (an OpenAI one, key `KEY_B`). It runs
+/// until the returned sender is dropped; the directory holds its journal.
+async fn start_gateway(
+    primary_url: &str,
+    secondary_url: &str,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    bulwark_server::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         r#"
 journal: {{path: "{j}"}}
 providers:
-  - {{name: primary, kind: anthropic, api_key: "${{KEY_A}}", base_url: "{a}"}}
-  - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{b}/v1"}}
+  - {{name: primary, kind: anthropic, api_key: "${{KEY_A}}", base_url: "{primary_url}"}}
+  - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{secondary_url}/v1"}}
 routes:
   - model: chat
     targets:
       - {{provider: primary, model: claude-test}}
       - {{provider: secondary, model: gpt-test}}
 "#,
-        a = primary.url(),
-        b = secondary.url(),
         j = dir.path().join("journal.db").display()
     );
     let env = |name: &str| match name {
@@ -59,14 +79,7 @@ routes:
         .await
         .unwrap();
     });
-    Stack {
-        gateway,
-        primary,
-        secondary,
-        client: reqwest::Client::new(),
-        _stop: stop,
-        _dir: dir,
-    }
+    (gateway, stop, dir)
 }
 
 fn fault(json: Value) -> FaultRule {
@@ -86,6 +99,17 @@ impl Stack {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         (status, headers, resp.text().await.unwrap())
+    }
+
+    /// The body of a GET, as text.
+    async fn get_text(&self, path: &str) -> String {
+        let resp = self
+            .client
+            .get(format!("http://{}{path}", self.gateway))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
     }
 
     async fn healthy(&self) -> bool {
@@ -353,15 +377,7 @@ async fn provider_keys_never_reach_the_caller() {
 #[tokio::test]
 async fn models_lists_routes_in_both_shapes() {
     let s = stack().await;
-    let openai: Value = s
-        .client
-        .get(format!("http://{}/v1/models", s.gateway))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openai: Value = serde_json::from_str(&s.get_text("/v1/models").await).unwrap();
     assert_eq!(openai["object"], "list");
     assert_eq!(openai["data"][0]["id"], "chat");
     let anthropic: Value = s
@@ -504,15 +520,7 @@ async fn a_caller_hanging_up_mid_stream_is_cancelled_at_once() {
         })
     };
     loop {
-        let text = s
-            .client
-            .get(format!("http://{}/metrics", s.gateway))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = s.get_text("/metrics").await;
         if cancelled(&text) {
             break;
         }
@@ -534,7 +542,6 @@ async fn a_caller_hanging_up_mid_stream_is_cancelled_at_once() {
 /// 3xx counts as a failed attempt and the route fails over.
 #[tokio::test]
 async fn a_redirecting_provider_is_not_followed_and_its_key_goes_nowhere_else() {
-    bulwark_server::install_crypto_provider();
     let elsewhere = MockServer::start("elsewhere").await.unwrap();
     let secondary = MockServer::start("secondary").await.unwrap();
     let target = format!("{}/v1/messages", elsewhere.url());
@@ -551,38 +558,8 @@ async fn a_redirecting_provider_is_not_followed_and_its_key_goes_nowhere_else() 
     let redirector_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, redirector).await.unwrap() });
 
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        r#"
-journal: {{path: "{j}"}}
-providers:
-  - {{name: moved, kind: anthropic, api_key: "${{KEY_A}}", base_url: "http://{redirector_addr}"}}
-  - {{name: secondary, kind: openai, api_key: "${{KEY_B}}", base_url: "{b}/v1"}}
-routes:
-  - model: chat
-    targets:
-      - {{provider: moved, model: claude-test}}
-      - {{provider: secondary, model: gpt-test}}
-"#,
-        b = secondary.url(),
-        j = dir.path().join("journal.db").display()
-    );
-    let env = |name: &str| match name {
-        "KEY_A" => Some(KEY_A.to_string()),
-        "KEY_B" => Some(KEY_B.to_string()),
-        _ => None,
-    };
-    let config = bulwark_server::config::parse(Path::new("test.yaml"), &yaml, &env).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        bulwark_server::run(listener, &config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let (gateway, _stop, _dir) =
+        start_gateway(&format!("http://{redirector_addr}"), &secondary.url()).await;
 
     for stream in [false, true] {
         let body = json!({"model": "chat", "stream": stream,

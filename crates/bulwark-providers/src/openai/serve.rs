@@ -127,10 +127,11 @@ pub struct StreamEncoder {
     /// `[DONE]` or an in-band error went out; later events are dropped.
     ended: bool,
     /// A text chunk is all of `chunk` but its text, which is most frames of a stream:
-    /// the JSON before the text (`{"id":…,"delta":{"content":`) and after it, made
-    /// at `Start` from the same chunk, so a text frame is two copies and the text's
-    /// escaping (the same bytes the serializer writes: a test compares them).
-    text_frame: Option<(String, &'static str)>,
+    /// the JSON before the text (`{"id":…,"delta":{"content":`), made at `Start` from
+    /// the same chunk, then the text, then [`StreamEncoder::text_tail`]: two copies
+    /// and the text's escaping (the same bytes the serializer writes: a test compares
+    /// them).
+    text_head: Option<String>,
 }
 
 impl StreamEncoder {
@@ -151,7 +152,7 @@ impl StreamEncoder {
             },
             include_usage,
             ended: false,
-            text_frame: None,
+            text_head: None,
         }
     }
 
@@ -168,14 +169,15 @@ impl StreamEncoder {
                     ..Delta::default()
                 };
                 out.push(self.choice_chunk(delta, None));
-                self.text_frame = Some(self.text_frame_parts());
+                self.text_head = Some(self.text_head());
             }
             StreamEvent::TextDelta { text } => {
                 if text.is_empty() {
                     return;
                 }
-                match &self.text_frame {
-                    Some((head, tail)) => {
+                match &self.text_head {
+                    Some(head) => {
+                        let tail = self.text_tail();
                         let mut data = String::with_capacity(head.len() + text.len() + 64);
                         data.push_str(head);
                         data.push_str(&json_text(text));
@@ -251,22 +253,25 @@ impl StreamEncoder {
         SseFrame::data(json_text(&self.chunk))
     }
 
-    /// The JSON of a text chunk around its text (see `text_frame`), written with the
+    /// The JSON of a text chunk before its text (see `text_head`), written with the
     /// chunk's own fields in the order the serializer writes them.
-    fn text_frame_parts(&self) -> (String, &'static str) {
-        let head = format!(
+    fn text_head(&self) -> String {
+        format!(
             r#"{{"id":{},"object":{},"created":{},"model":{},"choices":[{{"index":0,"delta":{{"content":"#,
             json_text(&self.chunk.id),
             json_text(&self.chunk.object),
             self.chunk.created,
             json_text(&self.chunk.model),
-        );
-        let tail = if self.include_usage {
+        )
+    }
+
+    /// The JSON of a text chunk after its text.
+    fn text_tail(&self) -> &'static str {
+        if self.include_usage {
             r#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
         } else {
             r#"},"logprobs":null,"finish_reason":null}]}"#
-        };
-        (head, tail)
+        }
     }
 
     fn tool_chunk(&mut self, call: ToolCallDelta) -> SseFrame {

@@ -2,6 +2,7 @@
 //! each restart every answer a caller received is `completed` in the journal with the
 //! same content, nothing accepted is missing, and the database passes its checks.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,21 +11,31 @@ use bulwark_mock::{Behavior, MockServer};
 
 use crate::support::{Gateway, Lcg, Received, journal_export, journal_text, send, write_config};
 
-const ROUNDS: usize = 6;
-const CLIENTS: usize = 8;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_loses_no_answer() {
+/// A mock upstream answering `tokens` chunks `delay_ms` apart, and a directory holding
+/// a gateway configuration for it: (mock, directory, journal path, configuration path).
+async fn paced_upstream(
+    delay_ms: u64,
+    tokens: u32,
+) -> (MockServer, tempfile::TempDir, PathBuf, PathBuf) {
     let mock = MockServer::start("upstream").await.unwrap();
-    // ~20 chunks 4 ms apart: a stream is open ~80 ms, so kills land mid-answer.
     mock.set_behavior(Behavior {
-        token_delay_ms: 4,
-        reply_tokens: Some(20),
+        token_delay_ms: delay_ms,
+        reply_tokens: Some(tokens),
         ..Behavior::named("upstream")
     });
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.db");
     let config = write_config(dir.path(), &mock.url(), &journal, "");
+    (mock, dir, journal, config)
+}
+
+const ROUNDS: usize = 6;
+const CLIENTS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_answer() {
+    // ~20 chunks 4 ms apart: a stream is open ~80 ms, so kills land mid-answer.
+    let (_mock, _dir, journal, config) = paced_upstream(4, 20).await;
     let client = crate::support::client();
     let mut rng = Lcg(0x5eed);
     let mut received: Vec<Received> = Vec::new();
@@ -128,15 +139,7 @@ async fn kill_9_under_load_loses_no_answer() {
 /// complete, and every answer a caller got is in the journal after a `kill -9`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_gateway_answers_concurrently_and_journals_every_answer() {
-    let mock = MockServer::start("upstream").await.unwrap();
-    mock.set_behavior(Behavior {
-        token_delay_ms: 2,
-        reply_tokens: Some(10),
-        ..Behavior::named("upstream")
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.db");
-    let config = write_config(dir.path(), &mock.url(), &journal, "");
+    let (_mock, _dir, journal, config) = paced_upstream(2, 10).await;
     let mut gateway = Gateway::start_with_env(&config, &[("TOKIO_WORKER_THREADS", "1")]).await;
     assert!(
         gateway
