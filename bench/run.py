@@ -7,14 +7,15 @@ Everything runs on this machine, on loopback, in one run:
   - load: `bulwark-loadgen` (closed loop, N connections), pinned to CPU 0;
   - the gateway under test (Bulwark or LiteLLM), pinned to CPU 1, alone on its core
     ("split" topology); the concurrency-1 latency cases also run with all three on
-    CPU 0 ("one core"), see README.
+    CPU 0 ("one-core") and, on a KVM guest whose guest halt polling is off, split
+    again with it on ("split+haltpoll"), see README.
 Per case it records requests/s, latency and time-to-first-byte percentiles, errors,
 the gateway's CPU time per request (from /proc/PID/stat, over every request the case
 sent, warm-up included) and its peak RSS (VmHWM, reset before each case through
 /proc/PID/clear_refs).
 
 Usage: bench/run.sh [--quick] [--durability off,batched,sync] [--no-litellm]
-                    [--no-criterion] [--report-only]
+                    [--no-criterion] [--halt-poll-ns N] [--report-only]
 Writes bench/out/results.json and bench/out/RESULTS.md; a full run (not --quick)
 also writes bench/RESULTS.md.
 """
@@ -46,6 +47,10 @@ BODY_JSON = {"model": "chat", "messages": [{"role": "user", "content": "Say hell
 BODY_STREAM = dict(BODY_JSON, stream=True)
 CONCURRENCY = (1, 50, 500)
 UPSTREAM_CPU, GATEWAY_CPU = 0, 1
+# The haltpoll cpuidle governor's limit on how long an idle vCPU polls before it halts
+# (Linux Documentation/virt/guest-halt-polling.rst; the kernel's default is 200000).
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+TOPOLOGIES = ("split", "split+haltpoll", "one-core")
 
 # The issue's targets (issue 7), checked in RESULTS.md.
 TARGET_ADDED_P50_US = 100
@@ -188,10 +193,33 @@ class Runner:
                  cpu_us_per_request=((after - before) / sent * 1e6) if proc and sent else None,
                  peak_rss_mib=status_kib(proc.pid, "VmHWM") / 1024 if proc else None)
         self.results.append(r)
-        print(f"{name:<8} {target:<16} {topology:<8} c={concurrency:<4} rps={r['rps']:>9.1f} "
+        print(f"{name:<8} {target:<16} {topology:<14} c={concurrency:<4} rps={r['rps']:>9.1f} "
               f"p50={r['latency_us']['p50']:>7}us p99={r['latency_us']['p99']:>7}us "
               f"ttfb50={r['ttfb_us']['p50']:>7}us err={r['errors']:<4} "
               f"cpu/req={r['cpu_us_per_request'] or 0:>8.1f}us rss={r['peak_rss_mib'] or 0:>6.1f}MiB", flush=True)
+
+
+def latency_cases(run, gw, url, direct, target, topology):
+    """The concurrency-1 cases the added latency is computed from: direct and through
+    the gateway, JSON and streamed."""
+    run.case("json", "direct", None, direct, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
+    run.case("stream", "direct", None, direct, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
+    run.case("json", target, gw, url, BODY_JSON, 1, topology=topology, durability="off")
+    run.case("stream", target, gw, url, BODY_STREAM, 1, topology=topology, durability="off")
+
+
+def halt_poll_ns():
+    """This guest's guest_halt_poll_ns, or None where there is no haltpoll governor
+    (bare metal, other hypervisors) or it cannot be changed (not root)."""
+    try:
+        value = int(HALT_POLL.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if os.access(HALT_POLL, os.W_OK) else None
+
+
+def set_halt_poll_ns(value):
+    HALT_POLL.write_text(str(value))
 
 
 def bulwark_config(mock_url, durability, data_dir, failing=False):
@@ -308,12 +336,16 @@ def main():
     ap.add_argument("--no-criterion", action="store_true")
     ap.add_argument("--durability", default="off,batched,sync", help="journal modes to measure")
     ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from bench/out/results.json")
+    ap.add_argument("--halt-poll-ns", type=int, default=200000,
+                    help="guest halt polling for the split+haltpoll latency cases (0: skip them)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         doc = json.loads((OUT / "results.json").read_text())
         write_reports(doc, full=not doc["meta"].get("quick"))
         return 0
+    # A TERM runs the cleanup below (processes stopped, halt polling put back).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
     load_at_start = open("/proc/loadavg").read().split()[:3]
     seconds, warmup = (2, 1) if args.quick else (8, 2)
@@ -327,6 +359,7 @@ def main():
     mock_url = f"http://127.0.0.1:{mock_port}"
     wait_http(mock_url + "/_mock/health")
     procs = []
+    booted_halt_poll = halt_poll_ns()
     try:
         direct = mock_url + "/v1/chat/completions"
         for c in CONCURRENCY:
@@ -354,11 +387,20 @@ def main():
                 # Concurrency 1 with all three processes on one core: no cross-core wake-ups
                 # (see README, "Two topologies").
                 gw, url = start_bulwark(cfg, UPSTREAM_CPU, logs, procs)
-                run.case("json", "direct", None, direct, dict(BODY_JSON, model="gpt-bench"), 1, topology="one-core")
-                run.case("stream", "direct", None, direct, dict(BODY_STREAM, model="gpt-bench"), 1, topology="one-core")
-                run.case("json", target, gw, url, BODY_JSON, 1, topology="one-core", durability=durability)
-                run.case("stream", target, gw, url, BODY_STREAM, 1, topology="one-core", durability=durability)
+                latency_cases(run, gw, url, direct, target, "one-core")
                 stop(gw)
+                # Split again with the guest polling before it halts an idle vCPU, so
+                # that a wake-up across cores need not go through the hypervisor
+                # (README, "Two topologies"). The setting is the machine's: it is put
+                # back as it was before anything else runs.
+                if booted_halt_poll is not None and args.halt_poll_ns > booted_halt_poll:
+                    gw, url = start_bulwark(cfg, GATEWAY_CPU, logs, procs)
+                    set_halt_poll_ns(args.halt_poll_ns)
+                    try:
+                        latency_cases(run, gw, url, direct, target, "split+haltpoll")
+                    finally:
+                        set_halt_poll_ns(booted_halt_poll)
+                        stop(gw)
 
         # The failover path: the primary fails half the time (a probabilistic 503) and
         # the request moves on to the second target.
@@ -414,6 +456,9 @@ def main():
         "kernel": platform.release(),
         "virtualization": virtualization(),
         "load_average_at_start": load_at_start,
+        "halt_poll_ns_as_booted": booted_halt_poll,
+        "halt_poll_ns_tested": args.halt_poll_ns if booted_halt_poll is not None
+        and args.halt_poll_ns > booted_halt_poll else None,
         "seconds_per_case": seconds,
         "warmup": warmup,
         "wall_seconds": round(time.time() - started),
@@ -497,6 +542,7 @@ def render(doc):
         f"- load average at start: {' '.join(meta.get('load_average_at_start') or [])} "
         "(anything well above 0 means other work shared the machine)",
         f"- {meta.get('seconds_per_case')} s measured per case after {meta.get('warmup')} s warm-up",
+        f"- guest halt polling (`{HALT_POLL}`): {halt_poll_line(meta)}",
         f"- {meta.get('bulwark_version')}; LiteLLM {meta.get('litellm_version') or 'not run'}",
         "",
     ]
@@ -505,13 +551,15 @@ def render(doc):
     lines += [""]
     lines += ["## Added latency over a direct call (concurrency 1, journal off)", "",
               "Bulwark's percentile minus the direct call's percentile; for streams, of the time "
-              "to the first byte. `split`: gateway on its own core; `one-core`: load generator, "
+              "to the first byte. `split`: gateway on its own core; `split+haltpoll`: the same with "
+              "the guest's halt polling on (an idle vCPU polls before it halts, so a wake-up across "
+              "cores need not go through the hypervisor); `one-core`: load generator, "
               "mock and gateway on one core (README, \"Two topologies\").", "",
               "| answer | topology | direct p50 | Bulwark p50 | added p50 | direct p99 | Bulwark p99 | added p99 |",
               "|---|---|---|---|---|---|---|---|"]
     for case in ("json", "stream"):
         key = "latency_us" if case == "json" else "ttfb_us"
-        for topo in ("split", "one-core"):
+        for topo in TOPOLOGIES:
             d, b = find(results, case, "direct", 1, topo), find(results, case, "bulwark/off", 1, topo)
             if not (d and b):
                 continue
@@ -569,6 +617,16 @@ def render(doc):
     return "\n".join(lines)
 
 
+def halt_poll_line(meta):
+    booted, tested = meta.get("halt_poll_ns_as_booted"), meta.get("halt_poll_ns_tested")
+    if booted is None:
+        return "no haltpoll governor here, or not writable (no `split+haltpoll` cases)"
+    line = f"{booted:,} ns as booted, the setting of every case but `split+haltpoll`"
+    if tested is not None:
+        line += f"; {tested:,} ns for the `split+haltpoll` cases, then put back"
+    return line
+
+
 def human_ns(ns):
     if ns is None:
         return "—"
@@ -584,7 +642,7 @@ def human_ns(ns):
 def targets(results):
     rows = []
     for case, label, key in (("json", "non-streaming", "latency_us"), ("stream", "streaming, first byte", "ttfb_us")):
-        for topo in ("split", "one-core"):
+        for topo in TOPOLOGIES:
             d, b = find(results, case, "direct", 1, topo), find(results, case, "bulwark/off", 1, topo)
             if not (d and b):
                 continue

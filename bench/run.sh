@@ -8,7 +8,7 @@
 #   bench/run.sh --quick    a smoke test of the harness, ~3.5 minutes
 #
 # Other options (passed to bench/run.py): --durability off,batched,sync,
-# --no-litellm, --no-criterion, --report-only.
+# --no-litellm, --no-criterion, --halt-poll-ns N, --report-only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }

@@ -591,8 +591,9 @@ async fn stream_response(
                 }
             }
             // Events already decoded go out in this same write (the first write holds
-            // `Start` and the first content together). The end of the stream waits
-            // for a write of its own, so nothing before it waits on the journal.
+            // `Start` and the first content together). The end of the stream is held
+            // for a write of its own, so nothing before it waits on the journal (an
+            // end that waits on nothing joins the first write: `stream_response`).
             //
             // An HTTP/1 upstream body reaches us one chunk per turn of its connection
             // task, so "nothing ready" often only means "not handed over yet": one
@@ -632,10 +633,40 @@ async fn stream_response(
     // made here, so it leaves with the response headers; the rest is written by a task
     // of its own (`detached_writes`).
     let mut body = Box::pin(body);
-    let first = body.next().await;
-    let first = first.map(|item| item.map_err(|never| match never {}));
-    let body = futures::stream::iter(first).chain(detached_writes(body));
-    let mut response = Response::new(Body::from_stream(body));
+    let Some(Ok(first)) = body.next().await else {
+        return sse_response(Body::empty(), response_headers);
+    };
+    // An answer that has already ended (a fast upstream sent it in one go) and whose end
+    // waits on nothing (no journal commit pending) goes out whole in that first write:
+    // no task, no second write. Whatever is still pending (the upstream, a `sync`
+    // commit) is left to the task, which polls the same stream on: `Unfold` keeps its
+    // step across polls.
+    let mut head = vec![first];
+    let mut ended = false;
+    for _ in 0..2 {
+        match body.next().now_or_never() {
+            Some(Some(Ok(more))) => head.push(more),
+            Some(None) => {
+                ended = true;
+                break;
+            }
+            None => break,
+        }
+    }
+    let head = match head.as_slice() {
+        [one] => one.clone(),
+        parts => Bytes::from(parts.concat()),
+    };
+    let body = if ended {
+        Body::from(head)
+    } else {
+        Body::from_stream(futures::stream::iter([Ok(head)]).chain(detached_writes(body)))
+    };
+    sse_response(body, response_headers)
+}
+
+fn sse_response(body: Body, response_headers: HeaderMap) -> Response {
+    let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

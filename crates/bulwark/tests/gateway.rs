@@ -476,6 +476,20 @@ async fn a_journal_that_cannot_write_refuses_requests_and_withholds_unrecorded_a
         "the unrecorded answer must not be released: {text}"
     );
 
+    // A stream under the same fault: its content went out before its end, so the end
+    // is an in-band error, never a finish reason or [DONE] (an answer that reached the
+    // caller whole in one write must also have been recorded first).
+    let stream =
+        r#"{"model":"chat","stream":true,"messages":[{"role":"user","content":"one two three"}]}"#;
+    let (status, _, text) = s.post("/v1/chat/completions", stream).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
+    let last = text.trim_end().lines().last().unwrap();
+    let chunk: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert!(chunk["error"]["message"].is_string(), "{text}");
+    assert!(!text.contains("disk full"), "no internals: {text}");
+
     // The disk has room again: requests are answered and recorded.
     db.execute_batch("DROP TRIGGER full;").unwrap();
     let (status, _, text) = s.post("/v1/chat/completions", CHAT).await;
