@@ -385,14 +385,14 @@ def main():
                     run.results.append(dict(case="1000 slow streams", target=target, failed=str(err)[:500]))
                 stop(gw)
                 # Concurrency 1 with all three processes on one core: no cross-core wake-ups
-                # (see README, "Two topologies").
+                # (see README, "Two topologies, and halt polling").
                 gw, url = start_bulwark(cfg, UPSTREAM_CPU, logs, procs)
                 latency_cases(run, gw, url, direct, target, "one-core")
                 stop(gw)
                 # Split again with the guest polling before it halts an idle vCPU, so
-                # that a wake-up across cores need not go through the hypervisor
-                # (README, "Two topologies"). The setting is the machine's: it is put
-                # back as it was before anything else runs.
+                # that a wake-up across cores need not go through the hypervisor (README,
+                # "Two topologies, and halt polling"). The setting is the machine's: it
+                # is put back as it was before anything else runs.
                 if booted_halt_poll is not None and args.halt_poll_ns > booted_halt_poll:
                     gw, url = start_bulwark(cfg, GATEWAY_CPU, logs, procs)
                     set_halt_poll_ns(args.halt_poll_ns)
@@ -554,7 +554,7 @@ def render(doc):
               "to the first byte. `split`: gateway on its own core; `split+haltpoll`: the same with "
               "the guest's halt polling on (an idle vCPU polls before it halts, so a wake-up across "
               "cores need not go through the hypervisor); `one-core`: load generator, "
-              "mock and gateway on one core (README, \"Two topologies\").", "",
+              "mock and gateway on one core (README, \"Two topologies, and halt polling\").", "",
               "| answer | topology | direct p50 | Bulwark p50 | added p50 | direct p99 | Bulwark p99 | added p99 |",
               "|---|---|---|---|---|---|---|---|"]
     for case in ("json", "stream"):
