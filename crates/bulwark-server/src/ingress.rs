@@ -634,7 +634,13 @@ async fn stream_response(
     // of its own (`detached_writes`).
     let mut body = Box::pin(body);
     let Some(Ok(first)) = body.next().await else {
-        return sse_response(Body::empty(), response_headers);
+        // Not reached (the first step always writes `Start`); if it were, an empty
+        // `200` stream would read as an answer, so it is an error in the caller's format.
+        let err = GatewayError::new(
+            ErrorKind::Internal,
+            "the answer's stream produced nothing to write",
+        );
+        return format.error_response(&err, Some(attempts));
     };
     // An answer that has already ended (a fast upstream sent it in one go) and whose end
     // waits on nothing (no journal commit pending) goes out whole in that first write:

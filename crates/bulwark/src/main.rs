@@ -168,12 +168,13 @@ fn main() -> ExitCode {
     // tokio's own `TOKIO_WORKER_THREADS`. With one, the single-threaded scheduler does
     // the same work without the multi-threaded one's cross-thread bookkeeping
     // (bench/PROFILE.md).
-    let workers = std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
+    let workers = match worker_threads(std::env::var_os("TOKIO_WORKER_THREADS")) {
+        Ok(workers) => workers,
+        Err(err) => {
+            eprintln!("bulwark: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -206,6 +207,29 @@ fn main() -> ExitCode {
             eprintln!("bulwark: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The async runtime's worker threads: `TOKIO_WORKER_THREADS` when set (a whole
+/// number, 1 or more; anything else is refused rather than quietly replaced), otherwise
+/// one per core Bulwark may run on.
+fn worker_threads(setting: Option<std::ffi::OsString>) -> Result<usize, String> {
+    let per_core = || {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    };
+    let Some(setting) = setting else {
+        return Ok(per_core());
+    };
+    let text = setting.to_string_lossy();
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "TOKIO_WORKER_THREADS={text:?} is not a number of worker threads: set it to a \
+             whole number of 1 or more, or unset it for one per core ({} here)",
+            per_core()
+        )),
     }
 }
 

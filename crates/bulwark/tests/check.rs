@@ -61,6 +61,32 @@ fn the_readme_config_passes() {
     assert!(!out.contains("secret-value"), "a key leaked: {out}");
 }
 
+/// A worker-thread setting Bulwark cannot use is refused with the variable and the fix,
+/// not silently replaced by the default.
+#[test]
+fn a_bad_worker_thread_setting_is_refused_naming_the_variable() {
+    for bad in ["abc", "0", "-2", ""] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bulwark.yaml");
+        std::fs::write(&path, GOOD).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("TOKIO_WORKER_THREADS", bad)
+            .env("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+            .env("OPENAI_API_KEY", "sk-openai-secret-value")
+            .env("GOOGLE_API_KEY", "google-secret-value")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{bad:?} was accepted: {text}");
+        assert!(
+            text.contains("TOKIO_WORKER_THREADS") && text.contains("1 or more"),
+            "{bad:?}: {text}"
+        );
+    }
+}
+
 #[test]
 fn bad_configs_are_rejected_naming_file_and_field() {
     let cases: &[(&str, String, &str, &str)] = &[
