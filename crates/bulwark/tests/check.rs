@@ -29,12 +29,18 @@ routes:
 
 /// Runs `bulwark check` on `text`; returns (exit code, stdout + stderr, file path).
 fn check(text: &str) -> (i32, String, String) {
+    check_with_env(text, &[])
+}
+
+/// [`check`] with extra environment variables.
+fn check_with_env(text: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bulwark.yaml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
         .args(["check", "--config"])
         .arg(&path)
+        .envs(env.iter().copied())
         .env("ANTHROPIC_API_KEY", "sk-ant-secret-value")
         .env("OPENAI_API_KEY", "sk-openai-secret-value")
         .env("GOOGLE_API_KEY", "google-secret-value")
@@ -66,20 +72,8 @@ fn the_readme_config_passes() {
 #[test]
 fn a_bad_worker_thread_setting_is_refused_naming_the_variable() {
     for bad in ["abc", "0", "-2", ""] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bulwark.yaml");
-        std::fs::write(&path, GOOD).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .env("TOKIO_WORKER_THREADS", bad)
-            .env("ANTHROPIC_API_KEY", "sk-ant-secret-value")
-            .env("OPENAI_API_KEY", "sk-openai-secret-value")
-            .env("GOOGLE_API_KEY", "google-secret-value")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{bad:?} was accepted: {text}");
+        let (code, text, _) = check_with_env(GOOD, &[("TOKIO_WORKER_THREADS", bad)]);
+        assert_ne!(code, 0, "{bad:?} was accepted: {text}");
         assert!(
             text.contains("TOKIO_WORKER_THREADS") && text.contains("1 or more"),
             "{bad:?}: {text}"
