@@ -161,11 +161,16 @@ pub enum StopReason {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
+    /// Every prompt token, those read from or written to the provider's prompt cache
+    /// included, as OpenAI's `prompt_tokens` and Gemini's `promptTokenCount` count
+    /// them. Anthropic reports cache reads and writes apart from its
+    /// `input_tokens`; its adapter adds them in when reading and takes them out
+    /// when writing.
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// Prompt tokens served from the provider's cache (included in `input_tokens`
-    /// for OpenAI and Gemini; reported apart by Anthropic).
+    /// Of `input_tokens`, those served from the provider's prompt cache.
     pub cache_read_input_tokens: Option<u64>,
+    /// Of `input_tokens`, those written to the provider's prompt cache (Anthropic).
     pub cache_creation_input_tokens: Option<u64>,
 }
 

@@ -126,6 +126,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// 404: unknown model/route, unknown path.
     NotFound,
+    /// 408: the caller did not send its whole request in time.
+    RequestTimeout,
     /// 409: a request with the same idempotency key is still running.
     Conflict,
     /// 413
@@ -151,6 +153,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::RequestTooLarge => 413,
             ErrorKind::Unprocessable => 422,

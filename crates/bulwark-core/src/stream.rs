@@ -24,6 +24,12 @@ pub enum StreamEvent {
     TextDelta {
         text: String,
     },
+    /// A fragment of the model's refusal message: OpenAI streams it in `delta.refusal`
+    /// (structured outputs), apart from the content. Formats without such a field
+    /// carry it as text; the answer's stop reason is then `Refusal`.
+    RefusalDelta {
+        text: String,
+    },
     ToolCallStart {
         index: u32,
         id: String,
@@ -48,6 +54,7 @@ impl StreamEvent {
         matches!(
             self,
             StreamEvent::TextDelta { .. }
+                | StreamEvent::RefusalDelta { .. }
                 | StreamEvent::ToolCallStart { .. }
                 | StreamEvent::ToolCallDelta { .. }
         )
@@ -118,7 +125,9 @@ impl StreamAccumulator {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
             }
-            StreamEvent::TextDelta { text } => self.text.push_str(text),
+            StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
+                self.text.push_str(text)
+            }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.flush_text();
                 let i = *index as usize;
@@ -185,6 +194,11 @@ impl crate::ChatResponse {
         let mut tool_index = 0u32;
         for block in &self.content {
             match block {
+                // A refusal's text is its refusal message (as the streamed original
+                // carried it, when that was OpenAI's).
+                crate::ContentBlock::Text { text } if self.stop_reason == StopReason::Refusal => {
+                    events.push(StreamEvent::RefusalDelta { text: text.clone() })
+                }
                 crate::ContentBlock::Text { text } => {
                     events.push(StreamEvent::TextDelta { text: text.clone() })
                 }

@@ -114,6 +114,7 @@ impl RequestOutcome {
             | ErrorKind::PermissionDenied
             | ErrorKind::NotFound
             | ErrorKind::RequestTooLarge
+            | ErrorKind::RequestTimeout
             | ErrorKind::Unprocessable
             | ErrorKind::Conflict => RequestOutcome::ClientError,
             ErrorKind::RateLimited => RequestOutcome::RateLimited,

@@ -82,23 +82,45 @@ pub trait StreamDecoder: Send {
     fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), UpstreamError>;
 }
 
-/// Parses a `Retry-After` header (seconds, possibly fractional) and the
-/// millisecond variant `retry-after-ms` some providers send.
+/// The longest wait a provider's throttling hint is taken at. A server asking for
+/// more (a year, `1e300` seconds) gets its target tried again after this, and
+/// answers for itself then.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A wait a provider asked for, in seconds: `None` when it is not a number of
+/// seconds at all (negative, NaN, infinite), at most [`MAX_PROVIDER_WAIT`].
+pub(crate) fn provider_wait(seconds: f64) -> Option<Duration> {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        seconds.min(MAX_PROVIDER_WAIT.as_secs_f64()),
+    ))
+}
+
+/// Parses a `Retry-After` header (seconds, possibly fractional, or an HTTP-date,
+/// RFC 9110 §10.2.3) and the millisecond variant `retry-after-ms` some providers
+/// send. A date in the past is no wait; every wait is capped at [`MAX_PROVIDER_WAIT`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
+    if let Some(wait) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
+        .and_then(|ms| provider_wait(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(wait);
     }
-    headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
+    let text = headers.get("retry-after")?.to_str().ok()?.trim();
+    match text.parse::<f64>() {
+        Ok(seconds) => provider_wait(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(text).ok()?;
+            let wait = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Some(wait.min(MAX_PROVIDER_WAIT))
+        }
+    }
 }
 
 /// The adapter for a provider kind.
@@ -400,4 +422,67 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     out
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn wait(name: &'static str, value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn seconds_and_milliseconds_are_read_as_given() {
+        assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            wait("retry-after", " 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            wait("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(wait("retry-after", "-1"), None);
+        assert_eq!(wait("retry-after", "NaN"), None);
+        assert_eq!(wait("retry-after", "soon"), None);
+    }
+
+    #[test]
+    fn a_wait_too_large_for_a_duration_is_capped_instead_of_panicking() {
+        for (name, value) in [
+            ("retry-after", "1e300"),
+            ("retry-after", "99999999999999999999"),
+            ("retry-after-ms", "1e30"),
+            ("retry-after-ms", "18446744073709551615"),
+        ] {
+            assert_eq!(
+                wait(name, value),
+                Some(MAX_PROVIDER_WAIT),
+                "{name}: {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_http_date_is_the_wait_until_then() {
+        let in_ten = std::time::SystemTime::now() + Duration::from_secs(10);
+        let got = wait("retry-after", &httpdate::fmt_http_date(in_ten)).unwrap();
+        // The date has whole seconds: 9 to 10 s from now.
+        assert!(
+            got > Duration::from_secs(8) && got <= Duration::from_secs(10),
+            "{got:?}"
+        );
+        assert_eq!(
+            wait("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            wait("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_PROVIDER_WAIT)
+        );
+    }
 }

@@ -191,7 +191,9 @@ pub(crate) fn committed_stream(
                 }
                 Ok(event) => {
                     match &event {
-                        StreamEvent::TextDelta { text } => st.text.push_str(text),
+                        StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
+                            st.text.push_str(text)
+                        }
                         StreamEvent::ToolCallStart { .. } | StreamEvent::ToolCallDelta { .. } => {
                             st.tool_started = true;
                         }

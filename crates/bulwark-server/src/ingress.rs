@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -116,19 +116,44 @@ impl Encoder {
 pub async fn openai_chat(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Response {
+    let (headers, body) = read_request(req).await;
     handle(state, request_id.0, Format::OpenAi, &headers, body).await
 }
 
 pub async fn anthropic_messages(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Response {
+    let (headers, body) = read_request(req).await;
     handle(state, request_id.0, Format::Anthropic, &headers, body).await
+}
+
+/// How long a caller may take to send a request's body once its headers are in
+/// (32 MiB in this time is ~4.5 Mbit/s). A body still arriving after it is
+/// answered with a 408, so a trickling client cannot hold a request open.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request's body could not be read.
+enum BodyError {
+    Rejected(BytesRejection),
+    TimedOut,
+}
+
+/// The request's headers and its whole body, read within [`BODY_READ_TIMEOUT`] (and
+/// the body limit the app sets).
+async fn read_request(req: Request) -> (HeaderMap, Result<Bytes, BodyError>) {
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let read = Bytes::from_request(Request::from_parts(parts, body), &());
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => Err(BodyError::Rejected(rejection)),
+        Err(_) => Err(BodyError::TimedOut),
+    };
+    (headers, body)
 }
 
 /// Reads Bulwark's own request headers: `x-bulwark-timeout` (a deadline for the whole
@@ -174,7 +199,7 @@ async fn handle(
     request_id: String,
     format: Format,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, BodyError>,
 ) -> Response {
     let started = Instant::now();
     let received_at = SystemTime::now();
@@ -189,7 +214,17 @@ async fn handle(
     };
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
+        Err(BodyError::TimedOut) => {
+            let err = GatewayError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s of its headers",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            );
+            return meter.error(format, &err);
+        }
+        Err(BodyError::Rejected(rejection)) => {
             let err = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 GatewayError::new(
                     ErrorKind::RequestTooLarge,

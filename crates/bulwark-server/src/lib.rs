@@ -21,6 +21,7 @@
 mod admin;
 pub mod app;
 pub mod config;
+mod conn;
 mod ingress;
 mod ledger;
 
@@ -28,7 +29,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use bulwark_core::config::Config;
 use bulwark_core::config::journal::Durability;
 use bulwark_journal::{Backup, Journal};
@@ -196,14 +196,7 @@ pub async fn serve(
     let app = build_app(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bulwark listening on http://{addr}");
-    // Answers are many small writes (SSE frames): Nagle's algorithm would hold them
-    // back for the peer's delayed ACK (~40 ms a frame).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    conn::accept_loop(listener, app, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = journal_task.await;
     if let Some(task) = backup_task {
@@ -213,7 +206,6 @@ pub async fn serve(
     if let Err(err) = journal.close().await {
         tracing::error!(error = %err, "journal: close failed");
     }
-    result?;
     Ok(())
 }
 

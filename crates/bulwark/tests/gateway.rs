@@ -593,3 +593,81 @@ async fn a_redirecting_provider_is_not_followed_and_its_key_goes_nowhere_else() 
         elsewhere.calls()
     );
 }
+
+/// A caller that sends its request a little at a time is cut off: headers not in
+/// within 30 s close the connection, a body not in within 60 s of its headers gets a
+/// 408 in the caller's format; and shutdown does not wait for either.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_caller_is_cut_off_and_does_not_hold_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream, into: &mut Vec<u8>) {
+        let read = stream.read_to_end(into);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(600), read).await;
+        assert!(
+            waited.is_ok(),
+            "the gateway kept the connection open for 10 minutes"
+        );
+    }
+    let (gateway, stop, _dir) = start_gateway("http://127.0.0.1:9", "http://127.0.0.1:9").await;
+
+    // Headers that never end.
+    let mut slow_headers = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    slow_headers
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: bulwark\r\n")
+        .await
+        .unwrap();
+    let began = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    read_until_closed(&mut slow_headers, &mut got).await;
+    assert!(
+        began.elapsed() >= std::time::Duration::from_secs(30),
+        "closed after {:?}",
+        began.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("200 OK"), "{text}");
+
+    // A body that stops short of its length.
+    for (path, shape) in [
+        ("/v1/chat/completions", "openai"),
+        ("/v1/messages", "anthropic"),
+    ] {
+        let mut slow_body = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: bulwark\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+        );
+        slow_body.write_all(head.as_bytes()).await.unwrap();
+        let began = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        read_until_closed(&mut slow_body, &mut got).await;
+        assert!(began.elapsed() >= std::time::Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{shape}: {text}");
+        let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let message = match shape {
+            "openai" => body["error"]["message"].as_str(),
+            _ => {
+                assert_eq!(body["type"], "error");
+                body["error"]["message"].as_str()
+            }
+        };
+        assert!(message.unwrap().contains("did not arrive"), "{body}");
+    }
+
+    // Shutdown with a caller still trickling headers: the connection is closed and
+    // the server stops.
+    let mut lingering = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    lingering.write_all(b"POST /v1/chat").await.unwrap();
+    drop(stop);
+    let mut rest = Vec::new();
+    read_until_closed(&mut lingering, &mut rest).await;
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(gateway),
+    )
+    .await;
+    assert!(
+        matches!(refused, Ok(Err(_))),
+        "the listener is still open after shutdown"
+    );
+}

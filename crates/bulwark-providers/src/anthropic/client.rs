@@ -296,11 +296,22 @@ pub(crate) fn stop_reason_from_wire(reason: Option<&str>) -> StopReason {
 }
 
 pub(crate) fn usage_from_wire(usage: &UsageWire) -> Usage {
-    Usage {
+    with_cache_in_input(Usage {
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cache_read_input_tokens: usage.cache_read_input_tokens,
         cache_creation_input_tokens: usage.cache_creation_input_tokens,
+    })
+}
+
+/// Anthropic's `input_tokens` leaves out the tokens read from and written to the
+/// prompt cache; the neutral count (OpenAI's and Gemini's) includes them.
+pub(crate) fn with_cache_in_input(anthropic: Usage) -> Usage {
+    Usage {
+        input_tokens: anthropic.input_tokens
+            + anthropic.cache_read_input_tokens.unwrap_or(0)
+            + anthropic.cache_creation_input_tokens.unwrap_or(0),
+        ..anthropic
     }
 }
 
@@ -680,7 +691,8 @@ mod tests {
                 stop_reason: StopReason::ToolUse,
                 stop_sequence: None,
                 usage: Usage {
-                    input_tokens: 10,
+                    // Anthropic counts cached prompt tokens apart; the neutral count includes them.
+                    input_tokens: 15,
                     output_tokens: 20,
                     cache_read_input_tokens: Some(5),
                     cache_creation_input_tokens: Some(0),

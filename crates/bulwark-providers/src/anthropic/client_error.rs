@@ -131,7 +131,12 @@ fn rate_limit_reset_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duratio
         }
     }
     let reset = exhausted.or(earliest)?;
-    Some(reset.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        reset
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(crate::MAX_PROVIDER_WAIT),
+    )
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` (RFC 3339; `t`/`z` and a space

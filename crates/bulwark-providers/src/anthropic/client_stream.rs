@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use bulwark_core::{StopReason, StreamEvent, UpstreamError, Usage};
 
-use super::client::{stop_reason_from_wire, usage_from_wire};
+use super::client::{stop_reason_from_wire, with_cache_in_input};
 use super::client_error::classify_error_type;
 use super::wire::{BlockDelta, ResponseBlock, StreamEventWire};
 use crate::StreamDecoder;
@@ -32,6 +32,10 @@ pub struct AnthropicStreamDecoder {
     /// Anthropic block index → meaning.
     blocks: HashMap<u32, Block>,
     next_tool_index: u32,
+    /// Per neutral tool call: whether any of its arguments went out yet.
+    tool_has_arguments: Vec<bool>,
+    /// As Anthropic counts it (cache reads and writes apart from `input_tokens`),
+    /// until the finish.
     usage: Usage,
     /// Set by `message_delta`: the answer is complete once this is known.
     stop: Option<(StopReason, Option<String>)>,
@@ -39,12 +43,34 @@ pub struct AnthropicStreamDecoder {
 }
 
 impl AnthropicStreamDecoder {
+    fn push_arguments(&mut self, tool: u32, arguments: String, out: &mut Vec<StreamEvent>) {
+        if let Some(seen) = self.tool_has_arguments.get_mut(tool as usize) {
+            *seen = true;
+        }
+        out.push(StreamEvent::ToolCallDelta {
+            index: tool,
+            arguments,
+        });
+    }
+
+    /// A tool called with no input streams no `input_json_delta` (or an empty one):
+    /// its arguments are the empty object, which a caller must still receive as
+    /// JSON text, not as nothing.
+    fn close_tool(&mut self, tool: u32, out: &mut Vec<StreamEvent>) {
+        if self.tool_has_arguments.get(tool as usize) == Some(&false) {
+            self.push_arguments(tool, "{}".to_owned(), out);
+        }
+    }
+
     fn emit_finish(&mut self, out: &mut Vec<StreamEvent>) {
+        for tool in 0..self.next_tool_index {
+            self.close_tool(tool, out);
+        }
         let (stop_reason, stop_sequence) = self.stop.take().unwrap_or((StopReason::Other, None));
         out.push(StreamEvent::Finish {
             stop_reason,
             stop_sequence,
-            usage: self.usage,
+            usage: with_cache_in_input(self.usage),
         });
         self.finished = true;
     }
@@ -83,7 +109,13 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     ));
                 }
                 self.started = true;
-                self.usage = usage_from_wire(&message.usage);
+                let usage = &message.usage;
+                self.usage = Usage {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cache_read_input_tokens: usage.cache_read_input_tokens,
+                    cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                };
                 out.push(StreamEvent::Start {
                     id: message.id,
                     model: message.model,
@@ -108,6 +140,7 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     ResponseBlock::ToolUse { id, name, input } => {
                         let tool = self.next_tool_index;
                         self.next_tool_index += 1;
+                        self.tool_has_arguments.push(false);
                         out.push(StreamEvent::ToolCallStart {
                             index: tool,
                             id,
@@ -118,10 +151,7 @@ impl StreamDecoder for AnthropicStreamDecoder {
                         let has_input = input.as_object().is_some_and(|m| !m.is_empty())
                             || !(input.is_object() || input.is_null());
                         if has_input {
-                            out.push(StreamEvent::ToolCallDelta {
-                                index: tool,
-                                arguments: input.to_string(),
-                            });
+                            self.push_arguments(tool, input.to_string(), out);
                         }
                         Block::Tool(tool)
                     }
@@ -148,10 +178,7 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     }
                     (Block::Tool(tool), BlockDelta::InputJsonDelta { partial_json }) => {
                         if !partial_json.is_empty() {
-                            out.push(StreamEvent::ToolCallDelta {
-                                index: tool,
-                                arguments: partial_json,
-                            });
+                            self.push_arguments(tool, partial_json, out);
                         }
                     }
                     (Block::Text, BlockDelta::InputJsonDelta { .. })
@@ -162,7 +189,11 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     }
                 }
             }
-            StreamEventWire::ContentBlockStop { .. } => {}
+            StreamEventWire::ContentBlockStop { index } => {
+                if let Some(Block::Tool(tool)) = self.blocks.get(&index).copied() {
+                    self.close_tool(tool, out);
+                }
+            }
             StreamEventWire::MessageDelta { delta, usage } => {
                 if let Some(reason) = delta.stop_reason.as_deref() {
                     self.stop = Some((stop_reason_from_wire(Some(reason)), delta.stop_sequence));
@@ -279,11 +310,17 @@ mod tests {
                     id: "toolu_b".into(),
                     name: "g".into()
                 },
+                // A tool called with no input sent no delta: its arguments are `{}`.
+                StreamEvent::ToolCallDelta {
+                    index: 1,
+                    arguments: "{}".into()
+                },
                 StreamEvent::Finish {
                     stop_reason: StopReason::ToolUse,
                     stop_sequence: None,
                     usage: Usage {
-                        input_tokens: 25,
+                        // 25 uncached + 3 read from the cache.
+                        input_tokens: 28,
                         output_tokens: 42,
                         cache_read_input_tokens: Some(3),
                         cache_creation_input_tokens: None,
@@ -308,7 +345,8 @@ mod tests {
                 stop_reason: StopReason::StopSequence,
                 stop_sequence: Some("END".into()),
                 usage: Usage {
-                    input_tokens: 30,
+                    // 30 uncached + 3 read from + 7 written to the cache.
+                    input_tokens: 40,
                     output_tokens: 5,
                     cache_read_input_tokens: Some(3),
                     cache_creation_input_tokens: Some(7),

@@ -56,9 +56,17 @@ fn stop_reason_to_wire(reason: StopReason) -> &'static str {
     }
 }
 
+/// Anthropic's `input_tokens` counts only the prompt tokens that were neither read
+/// from nor written to the prompt cache; the neutral count has them all.
+fn uncached_input_tokens(usage: &Usage) -> u64 {
+    usage.input_tokens.saturating_sub(
+        usage.cache_read_input_tokens.unwrap_or(0) + usage.cache_creation_input_tokens.unwrap_or(0),
+    )
+}
+
 fn usage_to_wire(usage: &Usage) -> UsageWire {
     UsageWire {
-        input_tokens: usage.input_tokens,
+        input_tokens: uncached_input_tokens(usage),
         output_tokens: usage.output_tokens,
         cache_creation_input_tokens: usage.cache_creation_input_tokens,
         cache_read_input_tokens: usage.cache_read_input_tokens,
@@ -116,7 +124,9 @@ impl StreamEncoder {
         }
         match event {
             StreamEvent::Start { .. } => {}
-            StreamEvent::TextDelta { text } => {
+            // Anthropic has no refusal message apart from the text; the stop reason
+            // (`refusal`) says what it was.
+            StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
                 if text.is_empty() {
                     return;
                 }
@@ -186,7 +196,7 @@ impl StreamEncoder {
                         },
                         usage: DeltaUsage {
                             output_tokens: usage.output_tokens,
-                            input_tokens: Some(usage.input_tokens),
+                            input_tokens: Some(uncached_input_tokens(usage)),
                             cache_creation_input_tokens: usage.cache_creation_input_tokens,
                             cache_read_input_tokens: usage.cache_read_input_tokens,
                         },
@@ -275,9 +285,10 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
 /// The Anthropic error type for a caller-facing error kind.
 fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::InvalidRequest | ErrorKind::Unprocessable | ErrorKind::Conflict => {
-            "invalid_request_error"
-        }
+        ErrorKind::InvalidRequest
+        | ErrorKind::Unprocessable
+        | ErrorKind::Conflict
+        | ErrorKind::RequestTimeout => "invalid_request_error",
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",
@@ -316,6 +327,8 @@ mod tests {
     use crate::anthropic::{AnthropicAdapter, DEFAULT_MAX_TOKENS};
     use serde_json::json;
 
+    /// 12 prompt tokens of which 5 came from the cache: Anthropic's `input_tokens`
+    /// is the 7 that did not.
     fn usage() -> Usage {
         Usage {
             input_tokens: 12,
@@ -449,7 +462,7 @@ mod tests {
                 "message_delta",
                 json!({"type": "message_delta",
                 "delta": {"stop_reason": "tool_use", "stop_sequence": null},
-                "usage": {"output_tokens": 34, "input_tokens": 12, "cache_read_input_tokens": 5}}),
+                "usage": {"output_tokens": 34, "input_tokens": 7, "cache_read_input_tokens": 5}}),
             ),
             ("message_stop", json!({"type": "message_stop"})),
         ];
@@ -574,7 +587,7 @@ mod tests {
                     {"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": [1, 2]}}
                 ],
                 "stop_reason": "tool_use", "stop_sequence": null,
-                "usage": {"input_tokens": 12, "output_tokens": 34, "cache_read_input_tokens": 5}
+                "usage": {"input_tokens": 7, "output_tokens": 34, "cache_read_input_tokens": 5}
             })
         );
         let back = AnthropicAdapter::new(DEFAULT_MAX_TOKENS)

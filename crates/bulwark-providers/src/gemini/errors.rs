@@ -118,7 +118,7 @@ fn is_daily_quota(details: &[Value], message: &str) -> bool {
 /// A `google.protobuf.Duration` in JSON form: `"2s"`, `"0.5s"`, `"36.429760048s"`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    crate::provider_wait(seconds)
 }
 
 #[cfg(test)]

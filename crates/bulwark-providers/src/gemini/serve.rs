@@ -125,7 +125,7 @@ impl StreamEncoder {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
             }
-            StreamEvent::TextDelta { text } => {
+            StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
                 if !text.is_empty() {
                     let part = ResponsePart {
                         text: Some(text.clone()),
@@ -253,6 +253,7 @@ fn status_name(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest
         | ErrorKind::RequestTooLarge
+        | ErrorKind::RequestTimeout
         | ErrorKind::Unprocessable
         | ErrorKind::Conflict => "INVALID_ARGUMENT",
         ErrorKind::Authentication => "UNAUTHENTICATED",

@@ -260,7 +260,7 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
         return None;
     }
     if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return crate::provider_wait(secs);
     }
     let mut total = 0.0_f64;
     let mut rest = text;
@@ -285,7 +285,7 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
         rest = rest.get(unit_len..)?;
         total += number * scale;
     }
-    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+    crate::provider_wait(total)
 }
 
 // ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ pub(crate) struct Decoder {
     /// the upstream's index for it (if it sent one) and its id.
     calls: Vec<(Option<u32>, String)>,
     finish_reason: Option<String>,
+    /// A chunk carried choice 0: the stream is an answer, even if an empty one.
+    answered: bool,
     refusal: bool,
     usage: Option<Usage>,
     /// The framing of the first plain text chunk (see [`TextFrame`]).
@@ -47,6 +49,13 @@ impl StreamDecoder for Decoder {
             if !self.started {
                 return Err(UpstreamError::protocol(
                     "upstream stream ended before its first chunk",
+                ));
+            }
+            if !self.answered {
+                // Chunks with no choice at all, then the end: nothing was answered,
+                // which is not an empty answer.
+                return Err(UpstreamError::protocol(
+                    "upstream stream ended without a choice in any chunk",
                 ));
             }
             out.push(self.finish_event());
@@ -108,6 +117,7 @@ impl StreamDecoder for Decoder {
         }
         // Bulwark always asks for one choice; any other index is not ours to mix in.
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            self.answered = true;
             let delta = &choice.delta;
             if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::TextDelta {
@@ -116,7 +126,7 @@ impl StreamDecoder for Decoder {
             }
             if let Some(text) = delta.refusal.as_deref().filter(|t| !t.is_empty()) {
                 self.refusal = true;
-                out.push(StreamEvent::TextDelta {
+                out.push(StreamEvent::RefusalDelta {
                     text: text.to_string(),
                 });
             }

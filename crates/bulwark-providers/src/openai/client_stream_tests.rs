@@ -138,7 +138,7 @@ fn tool_fragments_without_index_continue_the_last_call() {
 }
 
 #[test]
-fn refusal_deltas_become_text_and_a_refusal_stop() {
+fn refusal_deltas_stay_refusals_and_end_in_a_refusal_stop() {
     let (events, end) = feed_all(&[
         r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","refusal":"I can't"}}]}"#,
         r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"refusal":" help."},"finish_reason":"stop"}]}"#,
@@ -147,7 +147,7 @@ fn refusal_deltas_become_text_and_a_refusal_stop() {
     end.unwrap();
     assert_eq!(
         events[1],
-        StreamEvent::TextDelta {
+        StreamEvent::RefusalDelta {
             text: "I can't".into()
         }
     );
@@ -466,4 +466,57 @@ fn a_chunk_framed_like_the_first_text_chunk_decodes_as_the_whole_parse_would() {
         finish,
         "[DONE]",
     ]);
+}
+
+#[test]
+fn a_stream_whose_chunks_carry_no_choice_is_a_protocol_error_not_an_empty_answer() {
+    let (_, end) = feed_all(&[r#"{"id":"x","object":"chat.completion.chunk"}"#, "[DONE]"]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, bulwark_core::ErrorClass::Protocol);
+    // An empty answer is still an answer: a role chunk, then the finish.
+    let (events, end) = feed_all(&[
+        r#"{"id":"x","model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+        r#"{"id":"x","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+}
+
+#[test]
+fn a_refusal_streams_to_an_openai_caller_as_refusal_deltas() {
+    use crate::openai::serve::StreamEncoder;
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":""}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"refusal":"I can't"}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    let mut encoder = StreamEncoder::new("chatcmpl-1".into(), 1, false);
+    let mut frames = Vec::new();
+    for event in &events {
+        encoder.encode(event, &mut frames);
+    }
+    let chunks: Vec<serde_json::Value> = frames
+        .iter()
+        .filter(|f| f.data != "[DONE]")
+        .map(|f| serde_json::from_str(&f.data).unwrap())
+        .collect();
+    let refusal: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["refusal"].as_str())
+        .collect();
+    assert_eq!(refusal, "I can't");
+    assert!(
+        chunks.iter().all(|c| c["choices"][0]["delta"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()),
+        "{chunks:?}"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
 }

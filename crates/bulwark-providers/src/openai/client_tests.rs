@@ -550,6 +550,14 @@ fn parses_go_durations() {
         Some(Duration::from_secs_f64(51.189))
     );
     assert_eq!(parse_go_duration("7"), Some(Duration::from_secs(7)));
+    // Too large to be a Duration: capped, not a panic.
+    for huge in ["99999999999999999999s", "999999999999h", "1e300"] {
+        assert_eq!(
+            parse_go_duration(huge),
+            Some(crate::MAX_PROVIDER_WAIT),
+            "{huge}"
+        );
+    }
     assert_eq!(parse_go_duration(""), None);
     assert_eq!(parse_go_duration("soon"), None);
     assert_eq!(parse_go_duration("5x"), None);

@@ -193,6 +193,15 @@ impl StreamEncoder {
                     }
                 }
             }
+            StreamEvent::RefusalDelta { text } => {
+                if !text.is_empty() {
+                    let delta = Delta {
+                        refusal: Some(text.clone()),
+                        ..Delta::default()
+                    };
+                    out.push(self.choice_chunk(delta, None));
+                }
+            }
             StreamEvent::ToolCallStart { index, id, name } => {
                 let call = ToolCallDelta {
                     index: Some(*index),
@@ -298,6 +307,7 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
         | ErrorKind::Authentication
         | ErrorKind::NotFound
         | ErrorKind::RequestTooLarge
+        | ErrorKind::RequestTimeout
         | ErrorKind::Unprocessable
         | ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
