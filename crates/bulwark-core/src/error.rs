@@ -126,6 +126,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// 404: unknown model/route, unknown path.
     NotFound,
+    /// 405: an endpoint asked with a method it does not take.
+    MethodNotAllowed,
     /// 408: the caller did not send its whole request in time.
     RequestTimeout,
     /// 409: a request with the same idempotency key is still running.
@@ -153,6 +155,7 @@ impl ErrorKind {
             ErrorKind::Authentication => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::RequestTooLarge => 413,

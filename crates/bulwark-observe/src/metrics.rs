@@ -115,6 +115,7 @@ impl RequestOutcome {
             | ErrorKind::NotFound
             | ErrorKind::RequestTooLarge
             | ErrorKind::RequestTimeout
+            | ErrorKind::MethodNotAllowed
             | ErrorKind::Unprocessable
             | ErrorKind::Conflict => RequestOutcome::ClientError,
             ErrorKind::RateLimited => RequestOutcome::RateLimited,

@@ -693,7 +693,15 @@ impl IdleTimer {
                     "the upstream stream ended before the answer was complete",
                 )),
             },
-            () = self.sleep.as_mut() => Err(stall_error(wait)),
+            // A wait cut short by the deadline is the deadline, not a stall.
+            () = self.sleep.as_mut() => Err(if wait < self.idle {
+                UpstreamError::new(
+                    ErrorClass::Timeout,
+                    "the request's deadline passed while the upstream was still answering",
+                )
+            } else {
+                stall_error(wait)
+            }),
         }
     }
 }
@@ -792,4 +800,34 @@ pub(crate) fn prefill_request(req: &ChatRequest, partial: &str) -> ChatRequest {
         }],
     });
     next
+}
+
+#[cfg(test)]
+mod idle_timer_tests {
+    use super::*;
+
+    fn silent() -> EventStream {
+        Box::pin(futures::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_a_stall_until_the_deadline_cuts_the_wait_short() {
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(Duration::from_secs(2), start + Duration::from_secs(3));
+        let mut rest = silent();
+        let stall = timer.next(&mut rest).await.unwrap_err();
+        assert_eq!(stall.class, ErrorClass::Timeout);
+        assert!(
+            stall.message.contains("stalled for 2.0s"),
+            "{}",
+            stall.message
+        );
+        // One second of the deadline left, less than the idle timeout: what ends the
+        // wait is the deadline, and the error says so.
+        let late = timer.next(&mut rest).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        assert_eq!(late.class, ErrorClass::Timeout);
+        assert!(late.message.contains("deadline"), "{}", late.message);
+        assert!(!late.message.contains("stalled"), "{}", late.message);
+    }
 }

@@ -53,6 +53,7 @@ pub fn build_app(state: AppState) -> AxumRouter {
         )
         .route("/admin/chaos/{id}", delete(crate::admin::clear_one))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .merge(observe)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -119,15 +120,35 @@ async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Respo
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-async fn not_found(req: Request) -> Response {
-    let format = if req.uri().path().starts_with("/v1/messages") {
+/// The caller's format as far as a request the endpoints did not take shows it:
+/// Anthropic for its path or its SDK's `anthropic-version` header, OpenAI otherwise.
+fn format_of(req: &Request) -> Format {
+    if req.uri().path().starts_with("/v1/messages")
+        || req.headers().contains_key("anthropic-version")
+    {
         Format::Anthropic
     } else {
         Format::OpenAi
-    };
+    }
+}
+
+async fn not_found(req: Request) -> Response {
     let err = bulwark_core::GatewayError::new(
         bulwark_core::ErrorKind::NotFound,
         format!("no such endpoint: {} {}", req.method(), req.uri().path()),
     );
-    format.error_response(&err, None)
+    format_of(&req).error_response(&err, None)
+}
+
+/// A known path asked with another method (axum adds the `Allow` header).
+async fn method_not_allowed(req: Request) -> Response {
+    let err = bulwark_core::GatewayError::new(
+        bulwark_core::ErrorKind::MethodNotAllowed,
+        format!(
+            "{} does not take {} requests",
+            req.uri().path(),
+            req.method()
+        ),
+    );
+    format_of(&req).error_response(&err, None)
 }

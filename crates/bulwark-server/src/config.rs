@@ -65,7 +65,14 @@ pub fn parse(
         message,
     };
     let mut tree: Value = serde_saphyr::from_str(text)
-        .map_err(|e| err(String::new(), format!("not valid YAML: {e}")))?;
+        // Without the excerpt of the file the parser would quote: the lines around a
+        // mistake can hold an `api_key` or header value written in clear.
+        .map_err(|e| {
+            err(
+                String::new(),
+                format!("not valid YAML: {}", e.without_snippet()),
+            )
+        })?;
     if tree.is_null() {
         return Err(err(
             String::new(),
@@ -534,6 +541,14 @@ routes:
             "sk-ant-test"
         );
         assert_eq!(config.routes[0].targets[2].model, "gemini-2.5-pro");
+    }
+
+    #[test]
+    fn a_yaml_mistake_next_to_a_key_names_the_place_without_quoting_the_key() {
+        let text = "providers:\n  - name: a\n    kind: openai\n    api_key: sk-canary-123\n    headers: {x-custom: hdr-canary-456}\n    base_url: [unclosed\nroutes: []\n";
+        let err = parse_str(text).unwrap_err().to_string();
+        assert!(err.contains("line 7"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
     }
 
     #[test]

@@ -292,6 +292,28 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
+    // A known endpoint asked with the wrong method: 405, `Allow`, the caller's format.
+    for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+        let resp = s
+            .client
+            .get(format!("http://{}{path}", s.gateway))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{path}");
+        assert_eq!(resp.headers()["allow"], "POST", "{path}");
+        let json: Value = resp.json().await.unwrap();
+        if anthropic {
+            assert_eq!(json["type"], "error", "{json}");
+            assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
+        } else {
+            assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
+        }
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains("GET"),
+            "{json}"
+        );
+    }
     // Nothing reached a provider, and the gateway still serves.
     assert!(s.primary.calls().is_empty());
     assert!(s.healthy().await);

@@ -288,7 +288,8 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidRequest
         | ErrorKind::Unprocessable
         | ErrorKind::Conflict
-        | ErrorKind::RequestTimeout => "invalid_request_error",
+        | ErrorKind::RequestTimeout
+        | ErrorKind::MethodNotAllowed => "invalid_request_error",
         ErrorKind::Authentication => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::NotFound => "not_found_error",

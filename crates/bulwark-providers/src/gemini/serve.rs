@@ -254,6 +254,7 @@ fn status_name(kind: ErrorKind) -> &'static str {
         ErrorKind::InvalidRequest
         | ErrorKind::RequestTooLarge
         | ErrorKind::RequestTimeout
+        | ErrorKind::MethodNotAllowed
         | ErrorKind::Unprocessable
         | ErrorKind::Conflict => "INVALID_ARGUMENT",
         ErrorKind::Authentication => "UNAUTHENTICATED",

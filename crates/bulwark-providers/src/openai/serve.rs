@@ -308,6 +308,7 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
         | ErrorKind::NotFound
         | ErrorKind::RequestTooLarge
         | ErrorKind::RequestTimeout
+        | ErrorKind::MethodNotAllowed
         | ErrorKind::Unprocessable
         | ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
