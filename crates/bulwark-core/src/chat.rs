@@ -91,6 +91,11 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
+    /// OpenAI's strict mode: the provider guarantees arguments that match the
+    /// schema (what structured-output clients rely on). Sent to OpenAI and
+    /// OpenAI-compatible upstreams; the others have no such switch.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -339,6 +339,7 @@ mod tests {
                 },
                 "required": ["city", "days", "metric", "tags", "opts", "unit"]
             }),
+            strict: false,
         }
     }
 
@@ -433,6 +434,7 @@ mod tests {
             name: "other".into(),
             description: None,
             parameters: json!({"type": "object"}),
+            strict: false,
         };
         let mut req = request("x");
         req.tools = vec![weather_tool(), other];

@@ -337,6 +337,7 @@ mod tests {
             name: "get_weather".into(),
             description: Some("Weather by city".into()),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            strict: false,
         }
     }
 
@@ -576,11 +577,13 @@ mod tests {
                     name: "noop".into(),
                     description: None,
                     parameters: Value::Null,
+                    strict: false,
                 },
                 Tool {
                     name: "typed".into(),
                     description: None,
                     parameters: json!({"properties": {"a": {"type": "integer"}}}),
+                    strict: false,
                 },
             ],
             ..Default::default()

@@ -380,6 +380,7 @@ fn decode_tools(val: &Value) -> Result<Vec<Tool>, GatewayError> {
                 name: name.to_owned(),
                 description,
                 parameters: schema.clone(),
+                strict: false,
             })
         })
         .collect()
@@ -539,6 +540,7 @@ mod tests {
                     name: "f".into(),
                     description: Some("F".into()),
                     parameters: json!({"type": "object"}),
+                    strict: false,
                 }],
                 tool_choice: Some(ToolChoice::Required),
                 parallel_tool_calls: Some(false),

@@ -94,6 +94,22 @@ pub struct StreamEncoder {
     open: Option<(u32, OpenBlock)>,
     /// Neutral tool-call index → its content block index.
     tool_blocks: HashMap<u32, u32>,
+    /// Tool calls that started while another call's block was open. An upstream
+    /// may interleave parallel calls (OpenAI-style streams address each fragment by
+    /// index), but Anthropic's blocks run one at a time, start, deltas, stop: a call
+    /// cannot be known complete before the answer ends, so the later calls are held
+    /// here, whole, and written out as blocks of their own at the end (or before text
+    /// that follows them).
+    held: Vec<HeldTool>,
+}
+
+/// A tool call waiting for its block (see `StreamEncoder::held`).
+#[derive(Debug)]
+struct HeldTool {
+    index: u32,
+    id: String,
+    name: String,
+    arguments: String,
 }
 
 impl StreamEncoder {
@@ -105,6 +121,7 @@ impl StreamEncoder {
             next_block: 0,
             open: None,
             tool_blocks: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -130,6 +147,7 @@ impl StreamEncoder {
                 if text.is_empty() {
                     return;
                 }
+                self.write_held(out);
                 let index = match self.open {
                     Some((index, OpenBlock::Text)) => index,
                     _ => self.open_block(
@@ -149,6 +167,15 @@ impl StreamEncoder {
                 );
             }
             StreamEvent::ToolCallStart { index, id, name } => {
+                if matches!(self.open, Some((_, OpenBlock::Tool))) || !self.held.is_empty() {
+                    self.held.push(HeldTool {
+                        index: *index,
+                        id: id.clone(),
+                        name: name.clone(),
+                        arguments: String::new(),
+                    });
+                    return;
+                }
                 let block = self.open_block(
                     OpenBlock::Tool,
                     ResponseBlock::ToolUse {
@@ -164,9 +191,12 @@ impl StreamEncoder {
                 if arguments.is_empty() {
                     return;
                 }
-                // Normally the open block. Upstreams that interleave parallel calls
-                // get the delta addressed to the call's own (earlier) block, which
-                // the SDK accumulates by index.
+                if let Some(held) = self.held.iter_mut().find(|h| h.index == *index) {
+                    held.arguments.push_str(arguments);
+                    return;
+                }
+                // The open block (a call's later fragments come after its block
+                // closed only when text came between them).
                 let Some(&block) = self.tool_blocks.get(index) else {
                     tracing::warn!(index, "tool-call delta before its start; dropped");
                     return;
@@ -186,6 +216,7 @@ impl StreamEncoder {
                 stop_sequence,
                 usage,
             } => {
+                self.write_held(out);
                 self.close_block(out);
                 push(
                     out,
@@ -243,6 +274,34 @@ impl StreamEncoder {
                 },
             },
         );
+    }
+
+    /// Writes the held tool calls, each a block of its own with its whole input
+    /// (the last one stays open).
+    fn write_held(&mut self, out: &mut Vec<SseFrame>) {
+        for held in std::mem::take(&mut self.held) {
+            let block = self.open_block(
+                OpenBlock::Tool,
+                ResponseBlock::ToolUse {
+                    id: held.id,
+                    name: held.name,
+                    input: Value::Object(Default::default()),
+                },
+                out,
+            );
+            self.tool_blocks.insert(held.index, block);
+            if !held.arguments.is_empty() {
+                push(
+                    out,
+                    &StreamEventWire::ContentBlockDelta {
+                        index: block,
+                        delta: BlockDelta::InputJsonDelta {
+                            partial_json: held.arguments,
+                        },
+                    },
+                );
+            }
+        }
     }
 
     /// Closes the open block, starts a new one, returns its index.
@@ -683,5 +742,96 @@ mod tests {
             .unwrap();
         let encoded: Value = serde_json::from_slice(&encoded).unwrap();
         assert_eq!(encoded, body);
+    }
+
+    /// Parallel tool calls whose fragments an upstream interleaves (OpenAI-style
+    /// streams address each by index) still come out as Anthropic's blocks one at a
+    /// time: every delta goes to the open block, no block gets a delta after its
+    /// stop, and each call's input is whole.
+    #[test]
+    fn interleaved_tool_calls_become_blocks_one_at_a_time() {
+        let call = |index: u32, id: &str, name: &str| StreamEvent::ToolCallStart {
+            index,
+            id: id.into(),
+            name: name.into(),
+        };
+        let args = |index: u32, arguments: &str| StreamEvent::ToolCallDelta {
+            index,
+            arguments: arguments.into(),
+        };
+        let events = [
+            StreamEvent::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            StreamEvent::TextDelta {
+                text: "Two calls.".into(),
+            },
+            call(0, "call_a", "weather"),
+            args(0, r#"{"city":"#),
+            call(1, "call_b", "time"),
+            args(1, r#"{"zone":"#),
+            args(0, r#""Paris"}"#),
+            args(1, r#""CET"}"#),
+            call(2, "call_c", "noop"),
+            StreamEvent::Finish {
+                stop_reason: StopReason::ToolUse,
+                stop_sequence: None,
+                usage: Usage::default(),
+            },
+        ];
+        let mut encoder = StreamEncoder::new("msg_1".into());
+        let mut frames = Vec::new();
+        for event in &events {
+            encoder.encode(event, &mut frames);
+        }
+        let mut open: Option<u64> = None;
+        let mut inputs: Vec<(String, String)> = Vec::new();
+        for frame in &frames {
+            let v: Value = serde_json::from_str(&frame.data).unwrap();
+            match v["type"].as_str().unwrap() {
+                "content_block_start" => {
+                    assert_eq!(open, None, "a block started inside another: {v}");
+                    let index = v["index"].as_u64().unwrap();
+                    open = Some(index);
+                    if v["content_block"]["type"] == "tool_use" {
+                        // Blocks are numbered in order: the text is 0.
+                        assert_eq!(index as usize, inputs.len() + 1, "{v}");
+                        let name = v["content_block"]["name"].as_str().unwrap();
+                        inputs.push((name.to_owned(), String::new()));
+                    }
+                }
+                "content_block_delta" => {
+                    assert_eq!(open, v["index"].as_u64(), "delta outside its block: {v}");
+                    if let Some(part) = v["delta"]["partial_json"].as_str() {
+                        inputs.last_mut().unwrap().1.push_str(part);
+                    }
+                }
+                "content_block_stop" => {
+                    assert_eq!(open, v["index"].as_u64(), "{v}");
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        let inputs: Vec<(String, Value)> = inputs
+            .into_iter()
+            .map(|(name, text)| {
+                let input = if text.is_empty() {
+                    json!({})
+                } else {
+                    serde_json::from_str(&text).unwrap()
+                };
+                (name, input)
+            })
+            .collect();
+        assert_eq!(
+            inputs,
+            vec![
+                ("weather".to_owned(), json!({"city": "Paris"})),
+                ("time".to_owned(), json!({"zone": "CET"})),
+                ("noop".to_owned(), json!({})),
+            ]
+        );
     }
 }

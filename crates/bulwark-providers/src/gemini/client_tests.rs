@@ -89,6 +89,7 @@ fn full_request() -> ChatRequest {
                 "required": ["city"],
                 "additionalProperties": false
             }),
+            strict: false,
         }],
         tool_choice: Some(ToolChoice::Tool {
             name: "get_weather".into(),

@@ -356,6 +356,7 @@ fn decode_declaration(decl: FunctionDeclaration, param: &str) -> Result<Tool, Ga
         name: decl.name.into_owned(),
         description: decl.description.map(|d| d.into_owned()),
         parameters,
+        strict: false,
     })
 }
 

@@ -88,6 +88,7 @@ fn decodes_what_the_python_sdk_sends() {
             name: "get_weather".into(),
             description: Some("d".into()),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            strict: false,
         }]
     );
     assert_eq!(
@@ -158,6 +159,7 @@ fn client_encoding_decodes_back_to_the_same_request() {
             name: "get_weather".into(),
             description: None,
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            strict: false,
         }],
         tool_choice: Some(ToolChoice::Auto),
         max_tokens: Some(64),

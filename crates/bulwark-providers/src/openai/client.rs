@@ -319,6 +319,7 @@ fn build_request<'a>(
                 name: &tool.name,
                 description: tool.description.as_deref(),
                 parameters: &tool.parameters,
+                strict: tool.strict,
             },
         })
         .collect();

@@ -23,6 +23,7 @@ fn weather_tool() -> Tool {
         name: "get_weather".into(),
         description: Some("Weather for a city".into()),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        strict: true,
     }
 }
 
@@ -131,7 +132,8 @@ fn encodes_every_field_for_plain_openai() {
         ],
         "tools": [{"type": "function", "function": {
             "name": "get_weather", "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "strict": true
         }}],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         "parallel_tool_calls": false,

@@ -75,6 +75,7 @@ fn canonical_request(stream: bool) -> ChatRequest {
             name: "lookup".into(),
             description: None,
             parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+            strict: false,
         }],
         tool_choice: Some(ToolChoice::Auto),
         parallel_tool_calls: Some(true),

@@ -9,9 +9,11 @@
 //! Accepted and ignored (they do not change the answer): `metadata`, `store`,
 //! `prompt_cache_key`, `service_tier` `auto`/`default`, `n: 1`, `logprobs: false`,
 //! `modalities: ["text"]`, `stream_options.include_obfuscation`, a message's `name`,
-//! an image's `detail`, a tool's `strict`, a JSON schema's `description`, and on
+//! an image's `detail`, a JSON schema's `description`, and on
 //! assistant messages the `refusal`/`audio`/`function_call`/`annotations` fields the
 //! SDK echoes back when a caller appends a response message to the conversation.
+//! A tool's `strict` is kept and sent on to OpenAI and OpenAI-compatible upstreams
+//! (other providers have no such switch).
 //! Accepted beyond OpenAI's own list: `top_k` (as vLLM and OpenRouter accept it), and
 //! `safety_identifier` is taken as `user` when `user` is absent.
 
@@ -503,7 +505,7 @@ fn decode_tools(top: &Obj<'_>) -> Result<Vec<Tool>> {
             return Err(missing(&tool.child("function")));
         };
         function.check_keys(&["name", "description", "parameters", "strict"])?;
-        function.bool("strict")?;
+        let strict = function.bool("strict")?.unwrap_or(false);
         let name = function.req_str("name")?;
         if name.is_empty() {
             return Err(invalid_value(
@@ -526,6 +528,7 @@ fn decode_tools(top: &Obj<'_>) -> Result<Vec<Tool>> {
             name: name.to_string(),
             description: function.str("description")?.map(str::to_string),
             parameters,
+            strict,
         });
     }
     Ok(tools)

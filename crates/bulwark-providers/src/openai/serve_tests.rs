@@ -378,6 +378,9 @@ fn decodes_a_full_sdk_request() {
     });
     let req = decode(body).unwrap();
     assert_eq!(req.model, "my-route");
+    // A tool's strict mode goes on to an OpenAI upstream (structured outputs need it).
+    assert!(req.tools[0].strict);
+    assert!(!req.tools[1].strict);
     assert_eq!(
         req.system,
         vec!["Be brief.".to_string(), "French.\nAlways.".to_string()]

@@ -134,6 +134,8 @@ pub struct FunctionDefinition<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     pub parameters: &'a Value,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// `"auto" | "none" | "required" | {"type": "function", "function": {"name"}}`
