@@ -270,7 +270,11 @@ impl Provider {
             return Ok(response);
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_default();
+        // An error needs no more than its first part: an upstream answering with a
+        // gigabyte of HTML is not read into memory.
+        let body = read_capped(response, MAX_ERROR_BODY_BYTES)
+            .await
+            .unwrap_or_default();
         Err(scrub(
             &self.secrets,
             self.adapter.map_error(status, &headers, &body),
@@ -284,7 +288,7 @@ impl Provider {
         model: &str,
     ) -> Result<ChatResponse, UpstreamError> {
         let response = self.send(req, model, false).await?;
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_capped(response, MAX_SSE_EVENT_BYTES).await?;
         self.adapter
             .decode_response(&body)
             .map_err(|e| scrub(&self.secrets, e))
@@ -298,7 +302,7 @@ impl Provider {
         model: &str,
     ) -> Result<EventStream, UpstreamError> {
         let response = self.send(req, model, true).await?;
-        let sse = sse_stream::SseByteStream::new(response.bytes_stream());
+        let sse = sse_stream::SseByteStream::new(bounded_events(response.bytes_stream()));
         let decoder = self.adapter.stream_decoder();
         // An in-band error event is the provider's text too: scrub it like a status error.
         let secrets = std::sync::Arc::clone(&self.secrets);
@@ -340,6 +344,81 @@ impl UrlCache {
         }
         Some(parsed)
     }
+}
+
+/// How much of an upstream's error body is read.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// The response's body, or its first `cap` bytes when it is longer: the rest is
+/// never read (for an error its start is enough; a whole answer cut short fails
+/// to decode).
+async fn read_capped(response: reqwest::Response, cap: usize) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(transport_error)?;
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The most an upstream SSE event may hold before the blank line that ends it. The
+/// SSE parser keeps an unfinished event in memory: without a bound, an upstream
+/// that never ends its event (one endless `data:` line) would grow it until the
+/// deadline. Real events are a few KB; a whole answer in one event stays far below.
+pub const MAX_SSE_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// `body`, failing once an event runs past [`MAX_SSE_EVENT_BYTES`].
+fn bounded_events<S, E>(body: S) -> impl Stream<Item = Result<bytes::Bytes, std::io::Error>>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut open = 0usize;
+    let mut tail = [0u8; 2];
+    body.map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        open = match end_of_last_event(&tail, &chunk) {
+            Some(end) => chunk.len() - end,
+            None => open.saturating_add(chunk.len()),
+        };
+        for &byte in chunk.iter().rev().take(2).rev() {
+            tail = [tail[1], byte];
+        }
+        if open > MAX_SSE_EVENT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "an event ran past {} MiB without ending",
+                MAX_SSE_EVENT_BYTES / (1024 * 1024)
+            )));
+        }
+        Ok(chunk)
+    })
+}
+
+/// Where in `chunk` the last complete event ends (just after its blank line:
+/// `\n\n`, `\r\r` or `\n\r\n`), looking back into the two bytes before it (`tail`).
+fn end_of_last_event(tail: &[u8; 2], chunk: &[u8]) -> Option<usize> {
+    let ends_event = |window: &[u8]| {
+        window.ends_with(b"\n\n") || window.ends_with(b"\r\r") || window.ends_with(b"\n\r\n")
+    };
+    (0..chunk.len()).rev().find_map(|i| {
+        let mut window = [0u8; 3];
+        for (k, slot) in window.iter_mut().enumerate() {
+            // window = the three bytes ending at chunk[i], reaching into the tail.
+            let at = i as isize - 2 + k as isize;
+            *slot = if at >= 0 {
+                chunk[at as usize]
+            } else {
+                tail[(2 + at) as usize]
+            };
+        }
+        ends_event(&window).then_some(i + 1)
+    })
 }
 
 /// Drives a [`StreamDecoder`] over an SSE byte stream.
@@ -422,6 +501,58 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     out
+}
+
+#[cfg(test)]
+mod bounded_events_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn run(chunks: Vec<Vec<u8>>) -> Vec<Result<usize, String>> {
+        let body = futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from(c))),
+        );
+        futures::executor::block_on(
+            bounded_events(body)
+                .map(|r| r.map(|b| b.len()).map_err(|e| e.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_event_ends_inside_and_across_chunks() {
+        assert_eq!(end_of_last_event(b"xx", b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(end_of_last_event(b"xx", b"data: a\r\n\r\n"), Some(11));
+        assert_eq!(end_of_last_event(b"xx", b"data: a\r\r"), Some(9));
+        assert_eq!(end_of_last_event(b"a\n", b"\ndata"), Some(1));
+        assert_eq!(end_of_last_event(b"\r\n", b"\r\n"), Some(2));
+        assert_eq!(end_of_last_event(b"xx", b"data: a\ndata: b\n"), None);
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_cut_off_and_ended_events_are_not() {
+        let mib = 1024 * 1024;
+        // Many ended events, far more bytes in all than the bound: all pass.
+        let event = b"data: {\"x\":1}\n\n".repeat(mib / 8);
+        let passed = run(vec![event.clone(); 10]);
+        assert!(passed.iter().all(Result::is_ok));
+        // One endless line, a MiB at a time: cut off just past the bound.
+        let line = vec![b'a'; mib];
+        let mut chunks = vec![b"data: ".to_vec()];
+        chunks.extend(std::iter::repeat_n(line, 20));
+        let got = run(chunks);
+        let failed_at = got.iter().position(Result::is_err).unwrap();
+        // "data: " and 16 MiB: the 16th MiB chunk is the first past the bound.
+        assert_eq!(failed_at, MAX_SSE_EVENT_BYTES / mib, "{got:?}");
+        assert!(
+            got[failed_at]
+                .as_ref()
+                .unwrap_err()
+                .contains("without ending")
+        );
+    }
 }
 
 #[cfg(test)]

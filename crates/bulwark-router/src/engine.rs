@@ -605,9 +605,12 @@ pub(crate) async fn open_until_content(
             }
         }
     };
-    health.in_flight.fetch_add(1, Ordering::Relaxed);
-    let result = tokio::time::timeout(limit, work).await;
-    health.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let result = {
+        // Counted while it waits, however the wait ends: a caller hanging up drops
+        // this future mid-wait, and the count must not keep it.
+        let _waiting = InFlight::enter(&health.in_flight);
+        tokio::time::timeout(limit, work).await
+    };
     match result {
         Ok(Ok((head, rest))) => Ok(Opened {
             head,
@@ -622,6 +625,22 @@ pub(crate) async fn open_until_content(
                 humanize(limit)
             ),
         )),
+    }
+}
+
+/// One attempt counted in its target's `in_flight`, until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -803,8 +822,20 @@ pub(crate) fn prefill_request(req: &ChatRequest, partial: &str) -> ChatRequest {
 }
 
 #[cfg(test)]
-mod idle_timer_tests {
+mod wait_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_attempt_dropped_mid_wait_leaves_no_count_behind() {
+        let count = std::sync::atomic::AtomicU32::new(0);
+        let wait = async {
+            let _waiting = InFlight::enter(&count);
+            futures::future::pending::<()>().await;
+        };
+        let gave_up = tokio::time::timeout(Duration::from_millis(1), wait).await;
+        assert!(gave_up.is_err());
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
 
     fn silent() -> EventStream {
         Box::pin(futures::stream::pending())
