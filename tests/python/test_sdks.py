@@ -229,6 +229,8 @@ def test_anthropic_sdk_plain(stack, mock, kind):
     assert msg.content[0].text == ANSWER
     assert msg.stop_reason == "end_turn"
     assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+    # Anthropic's `request-id` header, which the SDK shows as `_request_id`.
+    assert msg._request_id == raw.headers["x-request-id"]
     check_upstream_request(only_call(mock, kind), kind)
 
 
@@ -317,6 +319,7 @@ def test_errors_reach_the_sdks_in_their_own_shape(stack, mock):
     with pytest.raises(anthropic.NotFoundError) as err:
         anthropic_client(stack).messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert err.value.body["error"]["type"] == "not_found_error"
+    assert err.value.request_id
     with pytest.raises(openai.BadRequestError) as err:
         openai_client(stack).chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}], n=2)
     assert err.value.body["param"] == "n"
@@ -326,6 +329,22 @@ def test_errors_reach_the_sdks_in_their_own_shape(stack, mock):
         anthropic_client(stack).messages.create(model="chat", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert "bad temperature" in err.value.message
     assert len(mock.calls()) == 1
+
+
+def test_anthropic_sdk_prompt_cache_breakpoints_reach_an_anthropic_upstream(stack, mock):
+    """Anthropic caches a prompt only up to the `cache_control` breakpoints it gets."""
+    ephemeral = {"type": "ephemeral"}
+    anthropic_client(stack).messages.create(
+        model=UPSTREAMS["anthropic"][0],
+        max_tokens=64,
+        system=[{"type": "text", "text": SYSTEM, "cache_control": ephemeral}],
+        tools=[dict(ANTHROPIC_TOOLS[0], cache_control=ephemeral)],
+        messages=[{"role": "user", "content": [{"type": "text", "text": PROMPT, "cache_control": ephemeral}]}],
+    )
+    body = only_call(mock, "anthropic")["body"]
+    assert body["system"][0]["cache_control"] == ephemeral
+    assert body["tools"][0]["cache_control"] == ephemeral
+    assert body["messages"][0]["content"][0]["cache_control"] == ephemeral
 
 
 # ---------------------------------------------------------------- images
@@ -404,6 +423,28 @@ def test_openai_sdk_stream_helper_and_parse(stack, mock):
             pass
         final = stream.get_final_completion()
     assert final.choices[0].message.content == ANSWER
+
+
+def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
+    """`pydantic_function_tool` marks a tool strict, which is what makes OpenAI keep the
+    arguments to the schema; the upstream must get it."""
+    import pydantic
+
+    class GetWeather(pydantic.BaseModel):
+        location: str
+
+    client = openai_client(stack)
+    completion = client.chat.completions.parse(
+        model="openai/gpt-test",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[openai.pydantic_function_tool(GetWeather)],
+    )
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "GetWeather"
+    assert call.function.parsed_arguments == GetWeather(location="example")
+    tool = only_call(mock, "openai")["body"]["tools"][0]["function"]
+    assert tool["strict"] is True
+    assert tool["parameters"]["additionalProperties"] is False
 
 
 # ---------------------------------------------------------------- idempotency

@@ -29,6 +29,44 @@ pub struct ChatRequest {
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`: only changes the OpenAI egress encoding.
     pub include_usage: bool,
+    /// The prompt-cache breakpoints (Anthropic `cache_control`) an Anthropic-format
+    /// caller set. Anthropic caches a prompt only up to the breakpoints it is given,
+    /// so they go on to Anthropic upstreams where they were; the other providers
+    /// cache on their own and have no use for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_control: Vec<CacheBreakpoint>,
+}
+
+/// One `cache_control` of a request: where it sat, and its value as given
+/// (`{"type": "ephemeral"}`, with a `ttl` or not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheBreakpoint {
+    pub at: CachePoint,
+    pub control: serde_json::Value,
+}
+
+/// Where a [`CacheBreakpoint`] sits, by index into the neutral request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CachePoint {
+    /// The request's own top-level `cache_control`.
+    Request,
+    /// `system[index]`.
+    System(usize),
+    /// `tools[index]`.
+    Tool(usize),
+    /// `messages[message].content[block]`.
+    Block { message: usize, block: usize },
+}
+
+impl ChatRequest {
+    /// The `cache_control` value set at `at`, if any.
+    pub fn cache_control_at(&self, at: CachePoint) -> Option<&serde_json::Value> {
+        self.cache_control
+            .iter()
+            .find(|b| b.at == at)
+            .map(|b| &b.control)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

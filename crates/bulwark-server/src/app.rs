@@ -61,8 +61,11 @@ pub fn build_app(state: AppState) -> AxumRouter {
 }
 
 /// Takes the caller's `x-request-id` when it is short and printable, otherwise makes
-/// one; puts it in the request extensions and on the response.
+/// one; puts it in the request extensions and on the response (also as
+/// `request-id` for Anthropic-format callers: Anthropic's header, which its SDK
+/// shows as `_request_id`).
 async fn request_id(mut req: Request, next: Next) -> Response {
+    let anthropic = format_of(&req) == Format::Anthropic;
     let id = req
         .headers()
         .get("x-request-id")
@@ -73,6 +76,9 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
+        if anthropic {
+            response.headers_mut().insert("request-id", value.clone());
+        }
         response.headers_mut().insert("x-request-id", value);
     }
     response

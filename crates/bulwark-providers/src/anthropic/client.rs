@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use bulwark_core::{
-    ChatRequest, ChatResponse, ContentBlock, ImageSource, Message, ResponseFormat, Role,
+    CachePoint, ChatRequest, ChatResponse, ContentBlock, ImageSource, ResponseFormat, Role,
     StopReason, ToolChoice, UpstreamError, Usage,
 };
 use http::HeaderMap;
@@ -147,13 +147,14 @@ fn build_request<'a>(
     Ok(MessagesRequest {
         model,
         max_tokens: req.max_tokens.unwrap_or(default_max_tokens),
-        messages: encode_messages(&req.messages)?,
+        messages: encode_messages(req)?,
         // Anthropic rejects empty text blocks.
         system: req
             .system
             .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| TextBlockParam::new(s))
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(i, s)| TextBlockParam::new(s, req.cache_control_at(CachePoint::System(i))))
             .collect(),
         temperature: req.temperature,
         top_p: req.top_p,
@@ -162,15 +163,18 @@ fn build_request<'a>(
         tools: req
             .tools
             .iter()
-            .map(|t| ToolParam {
+            .enumerate()
+            .map(|(i, t)| ToolParam {
                 name: &t.name,
                 description: t.description.as_deref(),
                 input_schema: input_schema(&t.parameters),
+                cache_control: req.cache_control_at(CachePoint::Tool(i)),
             })
             .collect(),
         tool_choice,
         metadata: req.user.as_deref().map(|user_id| MetadataParam { user_id }),
         stream,
+        cache_control: req.cache_control_at(CachePoint::Request),
     })
 }
 
@@ -192,12 +196,16 @@ fn input_schema(parameters: &Value) -> Cow<'_, Value> {
 /// both), merging consecutive turns of the same role (Anthropic requires
 /// alternation), and putting tool results first in each user turn (Anthropic
 /// requires them to lead the turn that answers a tool call).
-fn encode_messages(messages: &[Message]) -> Result<Vec<MessageParam<'_>>, UpstreamError> {
-    let mut out: Vec<MessageParam<'_>> = Vec::with_capacity(messages.len());
-    for msg in messages {
+fn encode_messages(req: &ChatRequest) -> Result<Vec<MessageParam<'_>>, UpstreamError> {
+    let mut out: Vec<MessageParam<'_>> = Vec::with_capacity(req.messages.len());
+    for (i, msg) in req.messages.iter().enumerate() {
         let mut blocks = Vec::with_capacity(msg.content.len());
-        for block in &msg.content {
-            if let Some(encoded) = encode_block(block)? {
+        for (j, block) in msg.content.iter().enumerate() {
+            let cache = req.cache_control_at(CachePoint::Block {
+                message: i,
+                block: j,
+            });
+            if let Some(encoded) = encode_block(block, cache)? {
                 blocks.push(encoded);
             }
         }
@@ -220,16 +228,26 @@ fn encode_messages(messages: &[Message]) -> Result<Vec<MessageParam<'_>>, Upstre
     Ok(out)
 }
 
-fn encode_block(block: &ContentBlock) -> Result<Option<ContentBlockParam<'_>>, UpstreamError> {
+fn encode_block<'a>(
+    block: &'a ContentBlock,
+    cache_control: Option<&'a Value>,
+) -> Result<Option<ContentBlockParam<'a>>, UpstreamError> {
     Ok(match block {
         ContentBlock::Text { text } if text.is_empty() => None,
-        ContentBlock::Text { text } => Some(ContentBlockParam::Text { text }),
+        ContentBlock::Text { text } => Some(ContentBlockParam::Text {
+            text,
+            cache_control,
+        }),
         ContentBlock::Image { source } => Some(ContentBlockParam::Image {
             source: image_source(source),
+            cache_control,
         }),
-        ContentBlock::ToolUse { id, name, input } => {
-            Some(ContentBlockParam::ToolUse { id, name, input })
-        }
+        ContentBlock::ToolUse { id, name, input } => Some(ContentBlockParam::ToolUse {
+            id,
+            name,
+            input,
+            cache_control,
+        }),
         ContentBlock::ToolResult {
             tool_use_id,
             content,
@@ -239,9 +257,13 @@ fn encode_block(block: &ContentBlock) -> Result<Option<ContentBlockParam<'_>>, U
             for part in content {
                 match part {
                     ContentBlock::Text { text } if text.is_empty() => {}
-                    ContentBlock::Text { text } => inner.push(ContentBlockParam::Text { text }),
+                    ContentBlock::Text { text } => inner.push(ContentBlockParam::Text {
+                        text,
+                        cache_control: None,
+                    }),
                     ContentBlock::Image { source } => inner.push(ContentBlockParam::Image {
                         source: image_source(source),
+                        cache_control: None,
                     }),
                     ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
                         return Err(UpstreamError::unsupported(
@@ -255,6 +277,7 @@ fn encode_block(block: &ContentBlock) -> Result<Option<ContentBlockParam<'_>>, U
                 tool_use_id,
                 content: inner,
                 is_error: *is_error,
+                cache_control,
             })
         }
     })
@@ -318,7 +341,7 @@ pub(crate) fn with_cache_in_input(anthropic: Usage) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bulwark_core::{ErrorClass, Tool};
+    use bulwark_core::{ErrorClass, Message, Tool};
     use serde_json::json;
 
     fn adapter() -> AnthropicAdapter {

@@ -10,7 +10,8 @@
 //! silently dropping them.
 
 use bulwark_core::{
-    ChatRequest, ContentBlock, GatewayError, ImageSource, Message, Role, Tool, ToolChoice,
+    CacheBreakpoint, CachePoint, ChatRequest, ContentBlock, GatewayError, ImageSource, Message,
+    Role, Tool, ToolChoice,
 };
 use serde_json::Value;
 
@@ -64,10 +65,8 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
                 };
             }
             "stream" => req.stream = boolean(val, path)?,
-            // A caching hint: harmless to drop, every upstream caches its own way.
-            "cache_control" => {
-                object(val, path)?;
-            }
+            // Read with the others below (`cache_breakpoints`).
+            "cache_control" => {}
             "service_tier" => match string(val, path)? {
                 "auto" | "standard_only" => {}
                 other => {
@@ -102,7 +101,66 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     req.model = model.ok_or_else(|| missing("model"))?;
     req.max_tokens = Some(max_tokens.ok_or_else(|| missing("max_tokens"))?);
     req.messages = messages.ok_or_else(|| missing("messages"))?;
+    req.cache_control = cache_breakpoints(&obj)?;
     Ok(req)
+}
+
+/// Every `cache_control` of the request, by where it sits: the request's own, a
+/// system block's, a tool's, a message content block's. The decoders above map
+/// those arrays one to one, so an index here is the neutral request's index too.
+fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError> {
+    let mut found = Vec::new();
+    let mut take = |control: Option<&Value>, path: String, at: CachePoint| {
+        match control {
+            None | Some(Value::Null) => {}
+            Some(control @ Value::Object(_)) => found.push(CacheBreakpoint {
+                at,
+                control: control.clone(),
+            }),
+            Some(_) => {
+                return Err(invalid(
+                    &format!("{path}cache_control"),
+                    "Input should be a valid dictionary",
+                ));
+            }
+        }
+        Ok(())
+    };
+    take(obj.get("cache_control"), String::new(), CachePoint::Request)?;
+    let items = |key: &str| obj.get(key).and_then(Value::as_array).into_iter().flatten();
+    for (i, block) in items("system").enumerate() {
+        take(
+            block.get("cache_control"),
+            format!("system.{i}."),
+            CachePoint::System(i),
+        )?;
+    }
+    for (i, tool) in items("tools").enumerate() {
+        take(
+            tool.get("cache_control"),
+            format!("tools.{i}."),
+            CachePoint::Tool(i),
+        )?;
+    }
+    for (i, message) in items("messages").enumerate() {
+        let blocks = message
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (j, block) in blocks.enumerate() {
+            let at = CachePoint::Block {
+                message: i,
+                block: j,
+            };
+            take(
+                block.get("cache_control"),
+                format!("messages.{i}.content.{j}."),
+                at,
+            )?;
+        }
+    }
+    Ok(found)
 }
 
 fn decode_messages(val: &Value) -> Result<Vec<Message>, GatewayError> {
@@ -551,6 +609,17 @@ mod tests {
                 stop: vec!["END".into()],
                 user: Some("u1".into()),
                 stream: true,
+                // The prompt-cache breakpoints, where they were, for an Anthropic upstream.
+                cache_control: vec![
+                    CacheBreakpoint {
+                        at: CachePoint::System(0),
+                        control: json!({"type": "ephemeral"}),
+                    },
+                    CacheBreakpoint {
+                        at: CachePoint::Tool(0),
+                        control: json!({"type": "ephemeral"}),
+                    },
+                ],
                 ..Default::default()
             }
         );
@@ -728,5 +797,61 @@ mod tests {
             let err = decode_request(body).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidRequest);
         }
+    }
+
+    /// Prompt caching works through the gateway only if Anthropic gets the caller's
+    /// breakpoints where the caller put them: every `cache_control` of an
+    /// Anthropic-format request reaches an Anthropic upstream in place.
+    #[test]
+    fn cache_breakpoints_reach_an_anthropic_upstream_where_they_were() {
+        use crate::Adapter;
+        let ephemeral = json!({"type": "ephemeral"});
+        let hour = json!({"type": "ephemeral", "ttl": "1h"});
+        let req = decode(json!({
+            "model": "claude", "max_tokens": 100,
+            "cache_control": ephemeral,
+            "system": [{"type": "text", "text": "Long rules.", "cache_control": hour},
+                       {"type": "text", "text": "More."}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}},
+                      {"name": "g", "input_schema": {"type": "object"}, "cache_control": ephemeral}],
+            "messages": [
+                {"role": "user", "content": "plain"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "first"},
+                    {"type": "text", "text": "big document", "cache_control": ephemeral}
+                ]}
+            ]
+        }))
+        .unwrap();
+        let adapter = crate::anthropic::AnthropicAdapter::new(4096);
+        let body: Value =
+            serde_json::from_slice(&adapter.encode_request(&req, "claude-x", false).unwrap())
+                .unwrap();
+        assert_eq!(body["cache_control"], ephemeral);
+        assert_eq!(body["system"][0]["cache_control"], hour);
+        assert!(body["system"][1].get("cache_control").is_none());
+        assert!(body["tools"][0].get("cache_control").is_none());
+        assert_eq!(body["tools"][1]["cache_control"], ephemeral);
+        assert!(
+            body["messages"][2]["content"][0]
+                .get("cache_control")
+                .is_none()
+        );
+        assert_eq!(
+            body["messages"][2]["content"][1]["cache_control"],
+            ephemeral
+        );
+        // A breakpoint that is not an object is the caller's mistake, named.
+        let err = decode(json!({
+            "model": "claude", "max_tokens": 100,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": "yes"}]}]
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some("messages.0.content.0.cache_control"),
+            "{err}"
+        );
     }
 }

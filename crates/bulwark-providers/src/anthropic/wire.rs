@@ -47,6 +47,9 @@ pub struct MessagesRequest<'a> {
     pub metadata: Option<MetadataParam<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
+    /// Prompt caching for the whole request (see `ChatRequest::cache_control`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<&'a Value>,
 }
 
 /// One conversation turn. `content` is always the block-array form.
@@ -62,11 +65,17 @@ pub struct TextBlockParam<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<&'a Value>,
 }
 
 impl<'a> TextBlockParam<'a> {
-    pub fn new(text: &'a str) -> Self {
-        TextBlockParam { kind: "text", text }
+    pub fn new(text: &'a str, cache_control: Option<&'a Value>) -> Self {
+        TextBlockParam {
+            kind: "text",
+            text,
+            cache_control,
+        }
     }
 }
 
@@ -75,14 +84,20 @@ impl<'a> TextBlockParam<'a> {
 pub enum ContentBlockParam<'a> {
     Text {
         text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     Image {
         source: ImageSourceParam<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     ToolUse {
         id: &'a str,
         name: &'a str,
         input: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
     ToolResult {
         tool_use_id: &'a str,
@@ -91,6 +106,8 @@ pub enum ContentBlockParam<'a> {
         content: Vec<ContentBlockParam<'a>>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
     },
 }
 
@@ -108,6 +125,8 @@ pub struct ToolParam<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     pub input_schema: Cow<'a, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<&'a Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -376,6 +395,7 @@ mod tests {
             tool_use_id: "t",
             content: vec![],
             is_error: false,
+            cache_control: None,
         })
         .unwrap();
         assert_eq!(v, json!({"type": "tool_result", "tool_use_id": "t"}));

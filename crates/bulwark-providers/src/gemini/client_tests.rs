@@ -107,6 +107,7 @@ fn full_request() -> ChatRequest {
         user: Some("user-42".into()),
         stream: false,
         include_usage: false,
+        cache_control: Vec::new(),
     }
 }
 

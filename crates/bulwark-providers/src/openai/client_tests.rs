@@ -106,6 +106,7 @@ fn full_request() -> ChatRequest {
         user: Some("user-7".into()),
         stream: true,
         include_usage: false,
+        cache_control: Vec::new(),
     }
 }
 

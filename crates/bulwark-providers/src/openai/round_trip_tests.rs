@@ -96,6 +96,7 @@ fn canonical_request(stream: bool) -> ChatRequest {
         stream,
         // The client always asks for usage when streaming.
         include_usage: stream,
+        cache_control: Vec::new(),
     }
 }
 

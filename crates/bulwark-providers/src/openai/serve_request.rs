@@ -165,6 +165,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
         user,
         stream,
         include_usage,
+        cache_control: Vec::new(),
     })
 }
 
