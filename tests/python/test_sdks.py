@@ -347,6 +347,21 @@ def test_anthropic_sdk_prompt_cache_breakpoints_reach_an_anthropic_upstream(stac
     assert body["messages"][0]["content"][0]["cache_control"] == ephemeral
 
 
+def test_anthropic_sdk_betas_reach_an_anthropic_upstream_only(stack, mock):
+    """`betas=` (the `anthropic-beta` header) goes on to Anthropic, which some betas
+    need (a 1M-token context), and to no other provider."""
+    client = anthropic_client(stack)
+    betas = ["context-1m-2025-08-07", "token-efficient-tools-2025-02-19"]
+    for kind in ("anthropic", "openai"):
+        client.beta.messages.create(
+            model=UPSTREAMS[kind][0], max_tokens=64, betas=betas,
+            messages=[{"role": "user", "content": PROMPT}],
+        )
+    anthropic_call, openai_call = mock.calls()
+    assert anthropic_call["headers"]["anthropic-beta"] == ",".join(betas)
+    assert "anthropic-beta" not in openai_call["headers"]
+
+
 # ---------------------------------------------------------------- images
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

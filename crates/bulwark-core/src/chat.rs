@@ -35,6 +35,11 @@ pub struct ChatRequest {
     /// cache on their own and have no use for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache_control: Vec<CacheBreakpoint>,
+    /// The `anthropic-beta` header of an Anthropic-format caller (comma-separated
+    /// beta names): sent on to Anthropic upstreams, which some betas need (a longer
+    /// context window, more output); meaningless to the other providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_beta: Option<String>,
 }
 
 /// One `cache_control` of a request: where it sat, and its value as given

@@ -241,6 +241,18 @@ impl Provider {
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let body = self.adapter.encode_request(req, model, stream)?;
         let mut headers = self.request_headers.clone();
+        if self.kind == ProviderKind::Anthropic
+            && let Some(betas) = &req.anthropic_beta
+        {
+            // The caller's betas after any the operator configured for this provider.
+            let joined = match headers.get("anthropic-beta").and_then(|v| v.to_str().ok()) {
+                Some(configured) => format!("{configured},{betas}"),
+                None => betas.clone(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&joined) {
+                headers.insert("anthropic-beta", value);
+            }
+        }
         if stream {
             headers.insert(
                 http::header::ACCEPT,

@@ -194,6 +194,26 @@ fn request_options(headers: &HeaderMap) -> Result<RequestOptions, GatewayError> 
     Ok(opts)
 }
 
+/// The caller's `anthropic-beta` betas, from one header or several, comma-joined.
+fn anthropic_beta(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
+    let mut betas: Vec<&str> = Vec::new();
+    for value in headers.get_all("anthropic-beta") {
+        let text = value.to_str().ok().filter(|t| {
+            t.len() <= 1024
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() || b == b' ' || b == b',')
+        });
+        let Some(text) = text else {
+            return Err(GatewayError::invalid_param(
+                "anthropic-beta",
+                "the anthropic-beta header must be comma-separated beta names (printable ASCII, at most 1024 characters)",
+            ));
+        };
+        betas.extend(text.split(',').map(str::trim).filter(|b| !b.is_empty()));
+    }
+    Ok((!betas.is_empty()).then(|| betas.join(",")))
+}
+
 async fn handle(
     state: AppState,
     request_id: String,
@@ -239,7 +259,13 @@ async fn handle(
             return meter.error(format, &err);
         }
     };
-    let req = match format.decode(&body) {
+    let decoded = format.decode(&body).and_then(|mut req| {
+        if format == Format::Anthropic {
+            req.anthropic_beta = anthropic_beta(headers)?;
+        }
+        Ok(req)
+    });
+    let req = match decoded {
         Ok(req) => req,
         Err(err) => {
             info!(request_id, ingress = format.label(), status = err.status_code(), error = %err, "rejected request");

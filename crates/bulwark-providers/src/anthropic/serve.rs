@@ -35,7 +35,10 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
         let path = key.as_str();
         match path {
             "model" => model = Some(string(val, path)?.to_owned()),
-            "max_tokens" => max_tokens = Some(uint(val, path)?),
+            "max_tokens" => match uint(val, path)? {
+                0 => return Err(invalid(path, "Input should be greater than or equal to 1")),
+                n => max_tokens = Some(n),
+            },
             "messages" => messages = Some(decode_messages(val)?),
             // Absent-equivalent nulls are accepted for every optional field.
             _ if val.is_null() => {}
@@ -191,6 +194,17 @@ fn decode_message(val: &Value, path: &str) -> Result<Message, GatewayError> {
     };
     let content_path = format!("{path}.content");
     let content = match required(obj, "content", path)? {
+        // A turn must say something: an empty one is a mistake to name here, not a
+        // turn to drop on the way and report as a conversation with no messages.
+        Value::String(text) if text.is_empty() => {
+            return Err(invalid(&content_path, "text content must be non-empty"));
+        }
+        Value::Array(blocks) if blocks.is_empty() => {
+            return Err(invalid(
+                &content_path,
+                "a message needs at least one content block",
+            ));
+        }
         Value::String(text) => vec![ContentBlock::Text { text: text.clone() }],
         Value::Array(blocks) => blocks
             .iter()
@@ -853,5 +867,18 @@ mod tests {
             Some("messages.0.content.0.cache_control"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn no_room_to_answer_and_empty_turns_are_named() {
+        let err = decode_err(with("max_tokens", json!(0)));
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+        for content in [json!(""), json!([])] {
+            let err = decode_err(with(
+                "messages",
+                json!([{"role": "user", "content": content}]),
+            ));
+            assert_eq!(err.param.as_deref(), Some("messages.0.content"), "{err}");
+        }
     }
 }

@@ -279,7 +279,13 @@ fn encode_block<'a>(
             let mut text = String::new();
             for inner in content {
                 match inner {
-                    ContentBlock::Text { text: piece } => text.push_str(piece),
+                    ContentBlock::Text { text: piece } => {
+                        // Separate blocks stay apart: "sunny" and "21 C" are not "sunny21 C".
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
+                        text.push_str(piece);
+                    }
                     ContentBlock::Image { .. } => {
                         return Err(UpstreamError::unsupported(KIND, "images in tool results"));
                     }

@@ -108,6 +108,7 @@ fn full_request() -> ChatRequest {
         stream: false,
         include_usage: false,
         cache_control: Vec::new(),
+        anthropic_beta: None,
     }
 }
 

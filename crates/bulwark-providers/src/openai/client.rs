@@ -455,7 +455,13 @@ fn encode_user_message<'a>(
                 let mut text = String::new();
                 for part in content {
                     match part {
-                        ContentBlock::Text { text: piece } => text.push_str(piece),
+                        ContentBlock::Text { text: piece } => {
+                            // Separate blocks stay apart: "sunny" and "21 C" are not "sunny21 C".
+                            if !text.is_empty() {
+                                text.push('\n');
+                            }
+                            text.push_str(piece);
+                        }
                         ContentBlock::Image { .. } => {
                             return Err(UpstreamError::unsupported(kind, "images in tool results"));
                         }

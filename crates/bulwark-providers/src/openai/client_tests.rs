@@ -107,6 +107,7 @@ fn full_request() -> ChatRequest {
         stream: true,
         include_usage: false,
         cache_control: Vec::new(),
+        anthropic_beta: None,
     }
 }
 
@@ -128,7 +129,7 @@ fn encodes_every_field_for_plain_openai() {
                  "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}
             ]},
             // Tool results go first, straight after the assistant's tool calls.
-            {"role": "tool", "tool_call_id": "call_1", "content": "18C sunny"},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C \nsunny"},
             {"role": "user", "content": "And hurry."}
         ],
         "tools": [{"type": "function", "function": {

@@ -97,6 +97,7 @@ fn canonical_request(stream: bool) -> ChatRequest {
         // The client always asks for usage when streaming.
         include_usage: stream,
         cache_control: Vec::new(),
+        anthropic_beta: None,
     }
 }
 

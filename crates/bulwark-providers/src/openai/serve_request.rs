@@ -166,6 +166,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
         stream,
         include_usage,
         cache_control: Vec::new(),
+        anthropic_beta: None,
     })
 }
 
