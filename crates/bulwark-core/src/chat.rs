@@ -40,6 +40,11 @@ pub struct ChatRequest {
     /// context window, more output); meaningless to the other providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anthropic_beta: Option<String>,
+    /// OpenAI's `prompt_cache_key`: requests sharing it are routed to the same prompt
+    /// cache. Sent on to OpenAI upstreams (not to OpenAI-compatible servers, which may
+    /// refuse a field they do not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache_key: Option<String>,
 }
 
 /// One `cache_control` of a request: where it sat, and its value as given

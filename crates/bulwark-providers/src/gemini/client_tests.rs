@@ -109,6 +109,7 @@ fn full_request() -> ChatRequest {
         include_usage: false,
         cache_control: Vec::new(),
         anthropic_beta: None,
+        prompt_cache_key: None,
     }
 }
 

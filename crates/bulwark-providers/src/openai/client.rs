@@ -372,6 +372,7 @@ fn build_request<'a>(
         stop: req.stop.iter().map(String::as_str).collect(),
         response_format,
         user: req.user.as_deref(),
+        prompt_cache_key: req.prompt_cache_key.as_deref().filter(|_| !compatible),
         stream,
         // Always ask for usage, so the final Finish carries real token counts.
         stream_options: stream.then_some(StreamOptions {

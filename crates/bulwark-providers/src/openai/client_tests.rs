@@ -108,6 +108,7 @@ fn full_request() -> ChatRequest {
         include_usage: false,
         cache_control: Vec::new(),
         anthropic_beta: None,
+        prompt_cache_key: Some("conversation-7".into()),
     }
 }
 
@@ -149,6 +150,7 @@ fn encodes_every_field_for_plain_openai() {
         "response_format": {"type": "json_schema",
             "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
         "user": "user-7",
+        "prompt_cache_key": "conversation-7",
         "stream": true,
         "stream_options": {"include_usage": true}
     });
@@ -163,6 +165,8 @@ fn compatible_servers_get_max_tokens_and_top_k() {
     assert_eq!(body["max_tokens"], json!(256));
     assert!(body.get("max_completion_tokens").is_none());
     assert_eq!(body["top_k"], json!(40));
+    // An OpenAI-only field a compatible server may refuse.
+    assert!(body.get("prompt_cache_key").is_none());
     assert!(body.get("stream").is_none());
     assert!(body.get("stream_options").is_none());
 }

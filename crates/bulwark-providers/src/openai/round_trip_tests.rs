@@ -98,6 +98,7 @@ fn canonical_request(stream: bool) -> ChatRequest {
         include_usage: stream,
         cache_control: Vec::new(),
         anthropic_beta: None,
+        prompt_cache_key: None,
     }
 }
 

@@ -7,11 +7,12 @@
 //! because serde's errors carry no field path and this API's callers need one.
 //!
 //! Accepted and ignored (they do not change the answer): `metadata`, `store`,
-//! `prompt_cache_key`, `service_tier` `auto`/`default`, `n: 1`, `logprobs: false`,
+//! `service_tier` `auto`/`default`, `n: 1`, `logprobs: false`,
 //! `modalities: ["text"]`, `stream_options.include_obfuscation`, a message's `name`,
 //! an image's `detail`, a JSON schema's `description`, and on
 //! assistant messages the `refusal`/`audio`/`function_call`/`annotations` fields the
 //! SDK echoes back when a caller appends a response message to the conversation.
+//! `prompt_cache_key` is kept and sent on to OpenAI upstreams.
 //! A tool's `strict` is kept and sent on to OpenAI and OpenAI-compatible upstreams
 //! (other providers have no such switch).
 //! Accepted beyond OpenAI's own list: `top_k` (as vLLM and OpenRouter accept it), and
@@ -167,6 +168,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
         include_usage,
         cache_control: Vec::new(),
         anthropic_beta: None,
+        prompt_cache_key: top.str("prompt_cache_key")?.map(str::to_string),
     })
 }
 
@@ -174,7 +176,6 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
 fn check_ignored_fields(top: &Obj<'_>) -> Result<()> {
     top.obj("metadata")?;
     top.bool("store")?;
-    top.str("prompt_cache_key")?;
     if let Some(tier) = top.str("service_tier")?
         && !matches!(tier, "auto" | "default")
     {

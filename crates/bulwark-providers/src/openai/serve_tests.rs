@@ -374,6 +374,7 @@ fn decodes_a_full_sdk_request() {
         "stream": true,
         "stream_options": {"include_usage": true},
         "metadata": {"k": "v"}, "store": false, "service_tier": "auto", "n": 1, "logprobs": false,
+        "prompt_cache_key": "conversation-7",
         "modalities": ["text"], "top_logprobs": null, "functions": null
     });
     let req = decode(body).unwrap();
@@ -381,6 +382,7 @@ fn decodes_a_full_sdk_request() {
     // A tool's strict mode goes on to an OpenAI upstream (structured outputs need it).
     assert!(req.tools[0].strict);
     assert!(!req.tools[1].strict);
+    assert_eq!(req.prompt_cache_key.as_deref(), Some("conversation-7"));
     assert_eq!(
         req.system,
         vec!["Be brief.".to_string(), "French.\nAlways.".to_string()]
