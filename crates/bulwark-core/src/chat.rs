@@ -67,6 +67,12 @@ pub enum CachePoint {
     Tool(usize),
     /// `messages[message].content[block]`.
     Block { message: usize, block: usize },
+    /// `messages[message].content[block].content[part]`: a block inside a tool result.
+    Part {
+        message: usize,
+        block: usize,
+        part: usize,
+    },
 }
 
 impl ChatRequest {
@@ -229,6 +235,6 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }

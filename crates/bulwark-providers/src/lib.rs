@@ -508,8 +508,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(inner) = source {
+        // Wrappers that print their cause in their own text already said it.
+        let text = inner.to_string();
+        if out.ends_with(&text) {
+            source = inner.source();
+            continue;
+        }
         out.push_str(": ");
-        out.push_str(&inner.to_string());
+        out.push_str(&text);
         source = inner.source();
     }
     out

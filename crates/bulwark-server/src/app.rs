@@ -52,10 +52,10 @@ pub fn build_app(state: AppState) -> AxumRouter {
                 .delete(crate::admin::clear_all),
         )
         .route("/admin/chaos/{id}", delete(crate::admin::clear_one))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .merge(observe)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id))
 }

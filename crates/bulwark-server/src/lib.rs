@@ -193,10 +193,22 @@ pub async fn serve(
         .map(|b| Arc::clone(b).spawn(stopped()));
     let journal_task = tokio::spawn(report_journal(state.clone(), stopped()));
     let journal = state.journal.clone();
+    // On shutdown, requests in flight get as long as the longest deadline any of
+    // them can have (a route's `total`; `PROVIDER/MODEL` requests get the default).
+    let drain = state
+        .router
+        .route_names()
+        .iter()
+        .filter_map(|name| state.router.resolve(name).ok())
+        .map(|route| route.policy.timeouts.total)
+        .chain([bulwark_core::config::TimeoutsConfig::default().total.0])
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(5);
     let app = build_app(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bulwark listening on http://{addr}");
-    conn::accept_loop(listener, app, shutdown).await;
+    conn::accept_loop(listener, app, shutdown, drain).await;
     let _ = stop_tx.send(true);
     let _ = journal_task.await;
     if let Some(task) = backup_task {

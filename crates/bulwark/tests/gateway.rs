@@ -293,15 +293,22 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
         );
     }
     // A known endpoint asked with the wrong method: 405, `Allow`, the caller's format.
-    for (path, anthropic) in [("/v1/chat/completions", false), ("/v1/messages", true)] {
+    for (method, path, allow, anthropic) in [
+        ("GET", "/v1/chat/completions", "POST", false),
+        ("GET", "/v1/messages", "POST", true),
+        ("POST", "/metrics", "GET,HEAD", false),
+    ] {
         let resp = s
             .client
-            .get(format!("http://{}{path}", s.gateway))
+            .request(
+                method.parse().unwrap(),
+                format!("http://{}{path}", s.gateway),
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 405, "{path}");
-        assert_eq!(resp.headers()["allow"], "POST", "{path}");
+        assert_eq!(resp.headers()["allow"], allow, "{path}");
         let json: Value = resp.json().await.unwrap();
         if anthropic {
             assert_eq!(json["type"], "error", "{json}");
@@ -310,7 +317,7 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
             assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
         }
         assert!(
-            json["error"]["message"].as_str().unwrap().contains("GET"),
+            json["error"]["message"].as_str().unwrap().contains(method),
             "{json}"
         );
     }
@@ -648,6 +655,17 @@ async fn a_trickling_caller_is_cut_off_and_does_not_hold_shutdown() {
     );
     let text = String::from_utf8_lossy(&got);
     assert!(!text.contains("200 OK"), "{text}");
+
+    // A connection that never starts a request: silent, or a partial HTTP/2 preface.
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut idle = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        idle.write_all(opening).await.unwrap();
+        let began = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        read_until_closed(&mut idle, &mut got).await;
+        assert!(began.elapsed() >= std::time::Duration::from_secs(30));
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
 
     // A body that stops short of its length.
     for (path, shape) in [

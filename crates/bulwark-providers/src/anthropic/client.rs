@@ -201,10 +201,19 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<MessageParam<'_>>, UpstreamE
     for (i, msg) in req.messages.iter().enumerate() {
         let mut blocks = Vec::with_capacity(msg.content.len());
         for (j, block) in msg.content.iter().enumerate() {
-            let cache = req.cache_control_at(CachePoint::Block {
-                message: i,
-                block: j,
-            });
+            let cache = |part: Option<usize>| {
+                req.cache_control_at(match part {
+                    None => CachePoint::Block {
+                        message: i,
+                        block: j,
+                    },
+                    Some(part) => CachePoint::Part {
+                        message: i,
+                        block: j,
+                        part,
+                    },
+                })
+            };
             if let Some(encoded) = encode_block(block, cache)? {
                 blocks.push(encoded);
             }
@@ -228,10 +237,13 @@ fn encode_messages(req: &ChatRequest) -> Result<Vec<MessageParam<'_>>, UpstreamE
     Ok(out)
 }
 
+/// One block; `cache` gives the caller's `cache_control` for the block (`None`) or
+/// for a part inside it (`Some(part)`: a tool result's content).
 fn encode_block<'a>(
     block: &'a ContentBlock,
-    cache_control: Option<&'a Value>,
+    cache: impl Fn(Option<usize>) -> Option<&'a Value>,
 ) -> Result<Option<ContentBlockParam<'a>>, UpstreamError> {
+    let cache_control = cache(None);
     Ok(match block {
         ContentBlock::Text { text } if text.is_empty() => None,
         ContentBlock::Text { text } => Some(ContentBlockParam::Text {
@@ -254,16 +266,16 @@ fn encode_block<'a>(
             is_error,
         } => {
             let mut inner = Vec::with_capacity(content.len());
-            for part in content {
+            for (k, part) in content.iter().enumerate() {
                 match part {
                     ContentBlock::Text { text } if text.is_empty() => {}
                     ContentBlock::Text { text } => inner.push(ContentBlockParam::Text {
                         text,
-                        cache_control: None,
+                        cache_control: cache(Some(k)),
                     }),
                     ContentBlock::Image { source } => inner.push(ContentBlockParam::Image {
                         source: image_source(source),
-                        cache_control: None,
+                        cache_control: cache(Some(k)),
                     }),
                     ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
                         return Err(UpstreamError::unsupported(
@@ -331,9 +343,10 @@ pub(crate) fn usage_from_wire(usage: &UsageWire) -> Usage {
 /// prompt cache; the neutral count (OpenAI's and Gemini's) includes them.
 pub(crate) fn with_cache_in_input(anthropic: Usage) -> Usage {
     Usage {
-        input_tokens: anthropic.input_tokens
-            + anthropic.cache_read_input_tokens.unwrap_or(0)
-            + anthropic.cache_creation_input_tokens.unwrap_or(0),
+        input_tokens: anthropic
+            .input_tokens
+            .saturating_add(anthropic.cache_read_input_tokens.unwrap_or(0))
+            .saturating_add(anthropic.cache_creation_input_tokens.unwrap_or(0)),
         ..anthropic
     }
 }
@@ -761,5 +774,17 @@ mod tests {
             let err = adapter().decode_response(body).unwrap_err();
             assert_eq!(err.class, ErrorClass::Protocol);
         }
+    }
+
+    #[test]
+    fn absurd_usage_counts_saturate_instead_of_overflowing() {
+        let usage = usage_from_wire(&UsageWire {
+            input_tokens: u64::MAX,
+            output_tokens: 7,
+            cache_read_input_tokens: Some(5),
+            cache_creation_input_tokens: Some(5),
+        });
+        assert_eq!(usage.input_tokens, u64::MAX);
+        assert_eq!(usage.total(), u64::MAX);
     }
 }

@@ -161,6 +161,20 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
                 format!("messages.{i}.content.{j}."),
                 at,
             )?;
+            let parts = block
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for (k, part) in parts.enumerate() {
+                let at = CachePoint::Part {
+                    message: i,
+                    block: j,
+                    part: k,
+                };
+                let path = format!("messages.{i}.content.{j}.content.{k}.");
+                take(part.get("cache_control"), path, at)?;
+            }
         }
     }
     Ok(found)
@@ -171,14 +185,15 @@ fn decode_messages(val: &Value) -> Result<Vec<Message>, GatewayError> {
     if items.is_empty() {
         return Err(invalid("messages", "at least one message is required"));
     }
+    let last = items.len() - 1;
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| decode_message(item, &format!("messages.{i}")))
+        .map(|(i, item)| decode_message(item, &format!("messages.{i}"), i == last))
         .collect()
 }
 
-fn decode_message(val: &Value, path: &str) -> Result<Message, GatewayError> {
+fn decode_message(val: &Value, path: &str, last: bool) -> Result<Message, GatewayError> {
     let obj = object(val, path)?;
     only_keys(obj, path, &["role", "content"])?;
     let role_path = format!("{path}.role");
@@ -193,13 +208,15 @@ fn decode_message(val: &Value, path: &str) -> Result<Message, GatewayError> {
         }
     };
     let content_path = format!("{path}.content");
+    // A turn must say something (an empty one is a mistake to name here, not a turn
+    // to drop on the way), except a final assistant turn: an empty prefill, as
+    // Anthropic allows.
+    let may_be_empty = last && role == Role::Assistant;
     let content = match required(obj, "content", path)? {
-        // A turn must say something: an empty one is a mistake to name here, not a
-        // turn to drop on the way and report as a conversation with no messages.
-        Value::String(text) if text.is_empty() => {
+        Value::String(text) if text.is_empty() && !may_be_empty => {
             return Err(invalid(&content_path, "text content must be non-empty"));
         }
-        Value::Array(blocks) if blocks.is_empty() => {
+        Value::Array(blocks) if blocks.is_empty() && !may_be_empty => {
             return Err(invalid(
                 &content_path,
                 "a message needs at least one content block",
@@ -834,7 +851,12 @@ mod tests {
                 {"role": "user", "content": [
                     {"type": "text", "text": "first"},
                     {"type": "text", "text": "big document", "cache_control": ephemeral}
-                ]}
+                ]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                    {"type": "text", "text": "r1"},
+                    {"type": "text", "text": "r2", "cache_control": hour}
+                ]}]}
             ]
         }))
         .unwrap();
@@ -856,6 +878,10 @@ mod tests {
             body["messages"][2]["content"][1]["cache_control"],
             ephemeral
         );
+        // Inside a tool result too.
+        let result = &body["messages"][4]["content"][0];
+        assert!(result["content"][0].get("cache_control").is_none());
+        assert_eq!(result["content"][1]["cache_control"], hour);
         // A breakpoint that is not an object is the caller's mistake, named.
         let err = decode(json!({
             "model": "claude", "max_tokens": 100,
@@ -879,6 +905,9 @@ mod tests {
                 json!([{"role": "user", "content": content}]),
             ));
             assert_eq!(err.param.as_deref(), Some("messages.0.content"), "{err}");
+            // An empty final assistant turn is an empty prefill, which Anthropic allows.
+            let prefill = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]);
+            assert!(decode(with("messages", prefill)).is_ok());
         }
     }
 }

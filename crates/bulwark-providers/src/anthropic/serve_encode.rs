@@ -59,9 +59,10 @@ fn stop_reason_to_wire(reason: StopReason) -> &'static str {
 /// Anthropic's `input_tokens` counts only the prompt tokens that were neither read
 /// from nor written to the prompt cache; the neutral count has them all.
 fn uncached_input_tokens(usage: &Usage) -> u64 {
-    usage.input_tokens.saturating_sub(
-        usage.cache_read_input_tokens.unwrap_or(0) + usage.cache_creation_input_tokens.unwrap_or(0),
-    )
+    usage
+        .input_tokens
+        .saturating_sub(usage.cache_read_input_tokens.unwrap_or(0))
+        .saturating_sub(usage.cache_creation_input_tokens.unwrap_or(0))
 }
 
 fn usage_to_wire(usage: &Usage) -> UsageWire {
