@@ -142,7 +142,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route(
             "/never",
-            axum::routing::get(|| futures::future::pending::<String>()),
+            axum::routing::get(futures::future::pending::<String>),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let drain = Duration::from_secs(125);
