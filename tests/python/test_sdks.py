@@ -253,6 +253,21 @@ def test_anthropic_sdk_stream(stack, mock, kind):
     call = only_call(mock, kind)
     assert call["stream"] is True
     check_upstream_request(call, kind)
+    # Clients that read input usage from message_start (LangChain does) find it there
+    # when the upstream gave it first, as Anthropic does.
+    mock.reset()
+    events = list(
+        client.messages.create(
+            model=UPSTREAMS[kind][0], max_tokens=64, system=SYSTEM, stream=True,
+            messages=[{"role": "user", "content": PROMPT}],
+        )
+    )
+    assert events[0].type == "message_start"
+    delta = [e for e in events if e.type == "message_delta"][0]
+    if kind == "anthropic":
+        assert events[0].message.usage.input_tokens == delta.usage.input_tokens > 0
+    else:
+        assert events[0].message.usage.input_tokens == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -45,6 +45,12 @@ pub enum StreamEvent {
         stop_sequence: Option<String>,
         usage: Usage,
     },
+    /// The prompt's token counts, when the upstream reports them before the answer
+    /// (Anthropic's `message_start`); only an Anthropic-format caller has a place
+    /// for them there. `Finish` still carries the whole usage.
+    PromptUsage {
+        usage: Usage,
+    },
 }
 
 impl StreamEvent {
@@ -147,6 +153,7 @@ impl StreamAccumulator {
                 stop_sequence,
                 usage,
             } => self.finish = Some((*stop_reason, stop_sequence.clone(), *usage)),
+            StreamEvent::PromptUsage { .. } => {}
         }
     }
 

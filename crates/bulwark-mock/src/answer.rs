@@ -111,12 +111,21 @@ impl Answer {
         }
     }
 
-    /// `Start`, one content event per chunk, `Finish`.
+    /// `Start`, the prompt's usage (which Anthropic sends first), one content event
+    /// per chunk, `Finish`.
     pub(crate) fn events(&self, id: &str, model: &str) -> Vec<StreamEvent> {
-        let mut events = vec![StreamEvent::Start {
-            id: id.to_string(),
-            model: model.to_string(),
-        }];
+        let mut events = vec![
+            StreamEvent::Start {
+                id: id.to_string(),
+                model: model.to_string(),
+            },
+            StreamEvent::PromptUsage {
+                usage: Usage {
+                    output_tokens: 0,
+                    ..self.usage
+                },
+            },
+        ];
         match &self.body {
             AnswerBody::Text(tokens) => {
                 events.extend(
@@ -377,9 +386,14 @@ mod tests {
         assert_eq!(answer.response("i", "m").text(), "tok1 tok2 tok3");
         assert_eq!(answer.usage.output_tokens, 3);
         let events = answer.events("i", "m");
-        assert_eq!(events.len(), 5);
+        // Start, the prompt's usage, three tokens, Finish.
+        assert_eq!(events.len(), 6);
+        assert!(matches!(
+            events[1],
+            StreamEvent::PromptUsage { usage } if usage.input_tokens == answer.usage.input_tokens
+        ));
         assert_eq!(
-            events[3],
+            events[4],
             StreamEvent::TextDelta {
                 text: "tok3".into()
             }
@@ -422,7 +436,7 @@ mod tests {
         let joined: Value = serde_json::from_str(&fragments.concat()).unwrap();
         assert_eq!(joined["days"], 1);
         assert!(matches!(
-            events[1],
+            events[2],
             StreamEvent::ToolCallStart { index: 0, ref id, .. } if id == "toolu_7"
         ));
         assert_eq!(answer.usage.output_tokens, 3);

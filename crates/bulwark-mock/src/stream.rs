@@ -79,9 +79,10 @@ fn wait(steps: &mut Vec<Step>, ms: u64) {
     }
 }
 
-/// Lays out a streamed answer: `events` is `Start`, content events, `Finish`
-/// (as [`crate::answer::Answer::events`] makes them). Each content event is one
-/// chunk, sent after `token_delay_ms`.
+/// Lays out a streamed answer: `events` is `Start` (and the prompt's usage), content
+/// events, `Finish` (as [`crate::answer::Answer::events`] makes them). The leading
+/// events go out at once; each content event is one chunk, sent after
+/// `token_delay_ms`.
 pub(crate) fn plan(
     api: Api,
     encoder: &mut impl FrameEncoder,
@@ -91,15 +92,19 @@ pub(crate) fn plan(
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut frames = Vec::new();
-    let (head, rest) = events
-        .split_first()
-        .map_or((None, events), |(h, r)| (Some(h), r));
+    let leading = events
+        .iter()
+        .take_while(|e| !e.is_content() && !matches!(e, StreamEvent::Finish { .. }))
+        .count();
+    let (head, rest) = events.split_at(leading);
     let (content, tail) = match rest.split_last() {
         Some((last, body)) if matches!(last, StreamEvent::Finish { .. }) => (body, Some(last)),
         _ => (rest, None),
     };
-    if let Some(start) = head {
-        encoder.encode(start, &mut frames);
+    if !head.is_empty() {
+        for event in head {
+            encoder.encode(event, &mut frames);
+        }
         send(&mut steps, &frames);
     }
     // Where a chunk-counting fault fires: after this many chunks, or before the

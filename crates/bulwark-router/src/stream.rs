@@ -202,7 +202,7 @@ pub(crate) fn committed_stream(
                             st.guard.finish(Ok(()), Some(ttft));
                             st.rest = None;
                         }
-                        StreamEvent::Start { .. } => {}
+                        StreamEvent::Start { .. } | StreamEvent::PromptUsage { .. } => {}
                     }
                     return Some((Ok(event), st));
                 }

@@ -120,6 +120,19 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     id: message.id,
                     model: message.model,
                 });
+                // The prompt's counts come first with Anthropic; an Anthropic-format
+                // caller gets them in its own message_start too.
+                if self.usage.input_tokens > 0
+                    || self.usage.cache_read_input_tokens.is_some()
+                    || self.usage.cache_creation_input_tokens.is_some()
+                {
+                    out.push(StreamEvent::PromptUsage {
+                        usage: with_cache_in_input(Usage {
+                            output_tokens: 0,
+                            ..self.usage
+                        }),
+                    });
+                }
             }
             _ if !self.started => {
                 return Err(UpstreamError::protocol(
@@ -289,6 +302,15 @@ mod tests {
                     id: "msg_1".into(),
                     model: "claude-sonnet-4-5".into()
                 },
+                // The prompt's counts, as message_start gave them (25 + 3 cached).
+                StreamEvent::PromptUsage {
+                    usage: Usage {
+                        input_tokens: 28,
+                        output_tokens: 0,
+                        cache_read_input_tokens: Some(3),
+                        cache_creation_input_tokens: None,
+                    }
+                },
                 StreamEvent::TextDelta {
                     text: "Hello".into()
                 },
@@ -445,8 +467,9 @@ mod tests {
             json!({"type": "ping"}),
         ];
         let events = run(&frames, true).unwrap();
-        assert_eq!(events.len(), 2);
-        assert!(matches!(events[1], StreamEvent::Finish { .. }));
+        assert_eq!(events.len(), 3);
+        assert!(matches!(events[1], StreamEvent::PromptUsage { .. }));
+        assert!(matches!(events[2], StreamEvent::Finish { .. }));
     }
 
     #[test]
@@ -460,7 +483,7 @@ mod tests {
         ];
         let events = run(&frames, true).unwrap();
         assert_eq!(
-            events[2],
+            events[3],
             StreamEvent::ToolCallDelta {
                 index: 0,
                 arguments: "{\"x\":1}".into()

@@ -102,6 +102,10 @@ pub struct StreamEncoder {
     /// here, whole, and written out as blocks of their own at the end (or before text
     /// that follows them).
     held: Vec<HeldTool>,
+    /// From `Start`, until `message_start` is written.
+    model: Option<String>,
+    /// From `PromptUsage`, until `message_start` is written.
+    prompt_usage: Option<Usage>,
 }
 
 /// A tool call waiting for its block (see `StreamEncoder::held`).
@@ -123,6 +127,8 @@ impl StreamEncoder {
             open: None,
             tool_blocks: HashMap::new(),
             held: Vec::new(),
+            model: None,
+            prompt_usage: None,
         }
     }
 
@@ -130,18 +136,32 @@ impl StreamEncoder {
         if self.done {
             return;
         }
-        if let StreamEvent::Start { model, .. } = event {
-            if !self.started {
-                self.start(model, out);
+        // `message_start` goes out with the event after `Start`: the prompt's counts
+        // when the upstream gave them first (as Anthropic does), so that clients that
+        // read input usage from `message_start` alone find it; else the answer's
+        // first event.
+        match event {
+            StreamEvent::Start { model, .. } => {
+                if !self.started && self.model.is_none() {
+                    self.model = Some(model.clone());
+                }
+                return;
             }
-            return;
+            StreamEvent::PromptUsage { usage } => {
+                if !self.started {
+                    self.prompt_usage = Some(*usage);
+                    self.start(out);
+                }
+                return;
+            }
+            _ => {}
         }
         // Robust to a missing Start: the SDK cannot parse anything before message_start.
         if !self.started {
-            self.start("", out);
+            self.start(out);
         }
         match event {
-            StreamEvent::Start { .. } => {}
+            StreamEvent::Start { .. } | StreamEvent::PromptUsage { .. } => {}
             // Anthropic has no refusal message apart from the text; the stop reason
             // (`refusal`) says what it was.
             StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
@@ -257,9 +277,15 @@ impl StreamEncoder {
         self.done = true;
     }
 
-    fn start(&mut self, model: &str, out: &mut Vec<SseFrame>) {
+    fn start(&mut self, out: &mut Vec<SseFrame>) {
         self.started = true;
-        // Usage is only known at the end; it is sent in full in message_delta.
+        // The prompt's counts if the upstream gave them up front; the whole usage is
+        // sent again in message_delta either way.
+        let usage = self
+            .prompt_usage
+            .take()
+            .map(|usage| usage_to_wire(&usage))
+            .unwrap_or_default();
         push(
             out,
             &StreamEventWire::MessageStart {
@@ -267,11 +293,11 @@ impl StreamEncoder {
                     id: self.id.clone(),
                     kind: "message".into(),
                     role: "assistant".into(),
-                    model: model.to_owned(),
+                    model: self.model.take().unwrap_or_default(),
                     content: Vec::new(),
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: UsageWire::default(),
+                    usage,
                 },
             },
         );

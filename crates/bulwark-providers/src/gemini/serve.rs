@@ -125,6 +125,8 @@ impl StreamEncoder {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
             }
+            // Gemini reports usage with the answer's chunks; the last one has it all.
+            StreamEvent::PromptUsage { .. } => {}
             StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
                 if !text.is_empty() {
                     let part = ResponsePart {

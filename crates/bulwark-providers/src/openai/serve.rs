@@ -161,6 +161,8 @@ impl StreamEncoder {
             return;
         }
         match event {
+            // OpenAI reports usage only in the last chunk.
+            StreamEvent::PromptUsage { .. } => {}
             StreamEvent::Start { model, .. } => {
                 self.chunk.model.clone_from(model);
                 let delta = Delta {
