@@ -349,7 +349,20 @@ impl HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
+        let raw = match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(raw) => raw,
+            // A bare number is the commonest slip: say which unit to add.
+            serde_json::Value::Number(n) => {
+                return Err(serde::de::Error::custom(format!(
+                    "{n} has no unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"
+                )));
+            }
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "{other} is not a duration like `500ms`, `30s` or `5m`"
+                )));
+            }
+        };
         humantime::parse_duration(&raw)
             .map(HumanDuration)
             .map_err(|e| {

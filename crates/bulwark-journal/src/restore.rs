@@ -44,7 +44,9 @@ pub struct RestoreReport {
     pub verify: VerifyReport,
 }
 
-/// Rebuilds a journal at `to` (which must not exist) from `target`, up to `at`.
+/// Rebuilds a journal at `to` (which must not exist) from `target`, up to `at`. A
+/// rebuilt journal that fails verification is not put at `to` but at
+/// `<to>.unverified` (the report's `verify.path` says where).
 pub async fn restore(
     target: &BackupTarget,
     to: &Path,
@@ -115,13 +117,25 @@ pub async fn restore(
             return Err(err);
         }
     };
-    tokio::fs::rename(&partial, to).await?;
+    // Verified before it takes the name a gateway would be started on: a journal
+    // that fails (a record whose checksum does not match) is left beside it as
+    // `.unverified`, for inspection, and nothing is written at `to`.
+    let verify = verify(&partial).await?;
+    let kept = if verify.ok {
+        to.to_path_buf()
+    } else {
+        with_suffix(to, ".unverified")
+    };
+    tokio::fs::rename(&partial, &kept).await?;
     if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(dir) = std::fs::File::open(dir)
     {
         let _ = dir.sync_all();
     }
-    let verify = verify(to).await?;
+    let verify = VerifyReport {
+        path: kept.display().to_string(),
+        ..verify
+    };
     Ok(RestoreReport {
         snapshot: snapshot.path.to_string(),
         snapshot_seq,

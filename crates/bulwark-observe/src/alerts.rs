@@ -303,6 +303,26 @@ mod tests {
         }
     }
 
+    /// A Slack resolve says the incident is over, not the firing text again.
+    #[test]
+    fn a_slack_resolve_says_it_is_over() {
+        let mut fired = event(Action::Trigger, 1, Severity::Critical);
+        fired.incident.summary = "success rate of p/m1 is 62%, below 90%".into();
+        let firing = slack::payload(&fired, "gw");
+        assert!(firing["text"].as_str().unwrap().starts_with("[CRITICAL]"));
+        let mut resolved = fired.clone();
+        resolved.action = Action::Resolve;
+        let text = slack::payload(&resolved, "gw")["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.starts_with("[RESOLVED] breaker_open: back to normal"),
+            "{text}"
+        );
+        assert!(text.contains("while it fired: success rate"), "{text}");
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<Value> {
         let mut out = Vec::new();
         while let Ok(d) = rx.try_recv() {

@@ -13,7 +13,7 @@
 //! Nothing here stores an error message (which may echo a prompt or a credential):
 //! only the error class and when it happened.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use bulwark_core::ErrorClass;
@@ -23,7 +23,8 @@ use tracing::warn;
 
 use crate::window::{LastCalls, OutcomeWindows, Samples};
 
-/// Targets and routes tracked at most (ad-hoc `provider/model` names are caller input).
+/// Ad-hoc targets and routes tracked at most (`provider/model` names are caller
+/// input). Configured targets and routes are always tracked, on top of these.
 pub const MAX_TRACKED: usize = 512;
 
 /// Whether a failure of this class says something about the target.
@@ -55,6 +56,8 @@ pub struct TargetStats {
     pub attempts: u64,
     pub last_error: Option<(ErrorClass, Instant)>,
     pub last_success: Option<Instant>,
+    /// The last event about it (which ad-hoc target to forget when the book is full).
+    pub last_seen: Instant,
     pub last_auth_failure: Option<Instant>,
     pub last_probe: Option<(bool, Instant)>,
     /// The last breaker transition seen in events.
@@ -77,6 +80,7 @@ impl TargetStats {
             attempts: 0,
             last_error: None,
             last_success: None,
+            last_seen: epoch,
             last_auth_failure: None,
             last_probe: None,
             breaker: None,
@@ -118,6 +122,10 @@ pub struct HealthBook {
     epoch: Instant,
     pub targets: HashMap<(String, String), TargetStats>,
     pub routes: HashMap<String, RouteStats>,
+    /// Configured (provider, model) targets and routes: never displaced by ad-hoc
+    /// names, however many callers invent.
+    configured_targets: HashSet<(String, String)>,
+    configured_routes: HashSet<String>,
     overflow_warned: bool,
 }
 
@@ -127,8 +135,21 @@ impl HealthBook {
             epoch,
             targets: HashMap::new(),
             routes: HashMap::new(),
+            configured_targets: HashSet::new(),
+            configured_routes: HashSet::new(),
             overflow_warned: false,
         }
+    }
+
+    /// Marks the configured targets and routes, which are tracked whatever else is.
+    pub fn with_configured(
+        mut self,
+        targets: impl IntoIterator<Item = (String, String)>,
+        routes: impl IntoIterator<Item = String>,
+    ) -> Self {
+        self.configured_targets.extend(targets);
+        self.configured_routes.extend(routes);
+        self
     }
 
     pub fn target(&self, provider: &str, model: &str) -> Option<&TargetStats> {
@@ -138,9 +159,23 @@ impl HealthBook {
     fn target_mut(&mut self, provider: &str, model: &str) -> Option<&mut TargetStats> {
         let key = (provider.to_string(), model.to_string());
         if !self.targets.contains_key(&key) {
-            if self.targets.len() >= MAX_TRACKED {
-                self.warn_overflow();
-                return None;
+            let ad_hoc = self
+                .targets
+                .keys()
+                .filter(|k| !self.configured_targets.contains(*k))
+                .count();
+            if !self.configured_targets.contains(&key) && ad_hoc >= MAX_TRACKED {
+                // Full of ad-hoc names: the one heard of longest ago makes room.
+                let oldest = self
+                    .targets
+                    .iter()
+                    .filter(|(k, _)| !self.configured_targets.contains(*k))
+                    .min_by_key(|(_, stats)| stats.last_seen)
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    self.warn_overflow();
+                    self.targets.remove(&oldest);
+                }
             }
             let stats = TargetStats::new(provider, model, self.epoch);
             self.targets.insert(key.clone(), stats);
@@ -150,7 +185,11 @@ impl HealthBook {
 
     fn route_mut(&mut self, route: &str) -> Option<&mut RouteStats> {
         if !self.routes.contains_key(route) {
-            if self.routes.len() >= MAX_TRACKED {
+            let ad_hoc = self
+                .routes
+                .len()
+                .saturating_sub(self.configured_routes.len());
+            if !self.configured_routes.contains(route) && ad_hoc >= MAX_TRACKED {
                 self.warn_overflow();
                 return None;
             }
@@ -164,7 +203,7 @@ impl HealthBook {
             self.overflow_warned = true;
             warn!(
                 limit = MAX_TRACKED,
-                "health tracker full; new targets or routes are not tracked"
+                "health tracker full of ad-hoc provider/model names: the least recently used are forgotten (configured targets and routes are always tracked)"
             );
         }
     }
@@ -206,6 +245,7 @@ impl HealthBook {
                 ..
             } => {
                 if let Some(t) = self.target_mut(provider, model) {
+                    t.last_seen = now;
                     t.breaker = Some((*to, now));
                     if *to == BreakerState::Open {
                         t.opened_since_tick = true;
@@ -218,6 +258,7 @@ impl HealthBook {
                 ok,
             } => {
                 if let Some(t) = self.target_mut(provider, model) {
+                    t.last_seen = now;
                     t.last_probe = Some((*ok, now));
                     if *ok {
                         // A good probe proves the credentials work again.
@@ -240,6 +281,7 @@ impl HealthBook {
         let Some(t) = self.target_mut(provider, model) else {
             return;
         };
+        t.last_seen = now;
         t.attempts += 1;
         match error {
             None => {
@@ -340,5 +382,33 @@ mod tests {
         }
         assert_eq!(book.targets.len(), MAX_TRACKED);
         assert_eq!(book.routes.len(), MAX_TRACKED);
+    }
+
+    /// Callers can name any `provider/model`: however many they invent, the
+    /// configured targets and routes keep their stats (and so their alerts), and the
+    /// ad-hoc names heard of longest ago make room for new ones.
+    #[tokio::test(start_paused = true)]
+    async fn ad_hoc_names_never_displace_configured_targets() {
+        let start = Instant::now();
+        let mut book = HealthBook::new(start).with_configured(
+            [("primary".to_string(), "m".to_string())],
+            ["chat".to_string()],
+        );
+        for i in 0..(MAX_TRACKED + 10) {
+            let now = start + Duration::from_millis(i as u64);
+            book.apply(&attempt(&format!("p{i}/m"), &format!("p{i}"), None), now);
+        }
+        let later = start + Duration::from_secs(10);
+        book.apply(&attempt("chat", "primary", None), later);
+        let primary = book
+            .target("primary", "m")
+            .expect("a configured target is tracked");
+        assert_eq!(primary.attempts, 1);
+        assert!(book.routes.contains_key("chat"));
+        assert_eq!(book.targets.len(), MAX_TRACKED + 1);
+        // The newest ad-hoc name is there; the oldest ones went.
+        let newest = format!("p{}", MAX_TRACKED + 9);
+        assert!(book.target(&newest, "m").is_some());
+        assert!(book.target("p0", "m").is_none());
     }
 }

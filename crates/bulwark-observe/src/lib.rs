@@ -123,6 +123,20 @@ impl Observer {
         let source = config.source.clone().unwrap_or_else(host_name);
         let events = router.subscribe();
         let now = Instant::now();
+        let configured_targets: Vec<(String, String)> = router
+            .route_names()
+            .iter()
+            .filter_map(|name| router.resolve(name).ok())
+            .flat_map(|route| {
+                route
+                    .targets
+                    .iter()
+                    .map(|t| (t.health.provider.clone(), t.health.model.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let book = HealthBook::new(now)
+            .with_configured(configured_targets, router.route_names().iter().cloned());
         Arc::new(Observer {
             routes: router.route_names().iter().cloned().collect(),
             router,
@@ -135,7 +149,7 @@ impl Observer {
             started_wall: SystemTime::now(),
             providers,
             shared: Mutex::new(Shared {
-                book: HealthBook::new(now),
+                book,
                 journal: None,
                 firing: Vec::new(),
             }),

@@ -49,7 +49,7 @@ pub async fn fetch_status(
     }
     let response = request.send().await.map_err(|e| StatusError::Unreachable {
         url: url.clone(),
-        reason: e.to_string(),
+        reason: cause_chain(&e),
     })?;
     let status = response.status().as_u16();
     match status {
@@ -61,6 +61,26 @@ pub async fn fetch_status(
         url,
         reason: e.to_string(),
     })
+}
+
+/// The error and its causes (reqwest's own text says only "error sending request";
+/// "connection refused" or "timed out" is in a cause).
+fn cause_chain(err: &reqwest::Error) -> String {
+    let mut out = if err.is_timeout() {
+        "timed out".to_string()
+    } else {
+        err.to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 /// Fetches and renders; what the CLI subcommand prints.
@@ -215,6 +235,12 @@ fn target_row(t: &TargetStatus) -> Vec<String> {
     ]
 }
 
+/// Seconds from a report as a duration; a value no duration can hold (a report from
+/// a gateway that got it wrong) shows as the longest one rather than a panic.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
 fn journal_line(out: &mut String, j: &JournalReport) {
     let writes = if j.writes_failing {
         "WRITES FAILING"
@@ -224,15 +250,15 @@ fn journal_line(out: &mut String, j: &JournalReport) {
     let rpo = match (j.rpo_exposure_seconds, j.rpo_target_seconds) {
         (Some(e), Some(t)) if e > t => format!(
             "RPO exposure {} ABOVE target {}",
-            short(Duration::from_secs_f64(e)),
-            short(Duration::from_secs_f64(t))
+            short(seconds(e)),
+            short(seconds(t))
         ),
         (Some(e), Some(t)) => format!(
             "RPO exposure {} (target {})",
-            short(Duration::from_secs_f64(e)),
-            short(Duration::from_secs_f64(t))
+            short(seconds(e)),
+            short(seconds(t))
         ),
-        (Some(e), None) => format!("RPO exposure {}", short(Duration::from_secs_f64(e))),
+        (Some(e), None) => format!("RPO exposure {}", short(seconds(e))),
         (None, None) => "RPO exposure n/a".to_string(),
         (None, Some(_)) => "RPO exposure unknown".to_string(),
     };

@@ -371,6 +371,12 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
                 "backup: applies to the SQLite journal; back up PostgreSQL with its own tools (pg_basebackup, WAL archiving) and remove this section".into(),
             ));
         }
+        if config.journal.durability == bulwark_core::config::journal::Durability::Off {
+            return Err((
+                "backup".into(),
+                "backup: with journal.durability off there is no journal to back up; set journal.durability to batched or sync, or remove this section".into(),
+            ));
+        }
     }
     let routes: Vec<String> = config.routes.iter().map(|r| r.model.clone()).collect();
     let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
@@ -541,6 +547,42 @@ routes:
             "sk-ant-test"
         );
         assert_eq!(config.routes[0].targets[2].model, "gemini-2.5-pro");
+    }
+
+    #[test]
+    fn backup_mistakes_name_the_field_and_the_fix() {
+        let with_backup = |backup: &str| format!("{ISSUE_EXAMPLE}backup: {backup}\n");
+        for (backup, field, fix) in [
+            (
+                r#"{to: "s3://bkt/p", endpoint: "127.0.0.1:9000", allow_http: true}"#,
+                "backup.endpoint",
+                "http://127.0.0.1:9000",
+            ),
+            (
+                r#"{to: "s3://bkt/p", endpoint: "http://127.0.0.1:9000"}"#,
+                "backup.endpoint",
+                "allow_http: true",
+            ),
+            (
+                r#"{to: "/var/backups/b"}"#,
+                "backup.to",
+                "file:///var/backups/b",
+            ),
+        ] {
+            let err = parse_str(&with_backup(backup)).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(fix), "{err}");
+        }
+        let bare = with_backup(r#"{to: "file:///tmp/b", interval: 10}"#);
+        let err = parse_str(&bare).unwrap_err();
+        assert_eq!(err.field, "backup.interval", "{err}");
+        assert!(err.to_string().contains(r#""10s""#), "{err}");
+        let off = format!(
+            "{ISSUE_EXAMPLE}journal: {{durability: \"off\"}}\nbackup: {{to: \"file:///tmp/b\"}}\n"
+        );
+        let err = parse_str(&off).unwrap_err();
+        assert_eq!(err.field, "backup");
+        assert!(err.to_string().contains("batched or sync"), "{err}");
     }
 
     #[test]

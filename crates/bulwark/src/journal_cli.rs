@@ -183,7 +183,16 @@ pub async fn restore(
     )?;
     let report = bulwark_journal::restore(&target, to, at).await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "restored {} from {from}", to.display())?;
+    if report.verify.ok {
+        writeln!(out, "restored {} from {from}", to.display())?;
+    } else {
+        writeln!(
+            out,
+            "restore from {from} FAILED verification: nothing was written to {}; the rebuilt journal is at {} for inspection",
+            to.display(),
+            report.verify.path
+        )?;
+    }
     writeln!(
         out,
         "snapshot:  {} (seq {})",

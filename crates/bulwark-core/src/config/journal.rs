@@ -231,6 +231,9 @@ impl BackupConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         check_backup_url(&self.to)?;
+        if let Some(endpoint) = &self.endpoint {
+            check_endpoint(endpoint, self.allow_http)?;
+        }
         if self.interval.0.is_zero() {
             return Err("backup.interval must be more than zero".into());
         }
@@ -241,9 +244,36 @@ impl BackupConfig {
     }
 }
 
+/// Checks `backup.endpoint`: an http(s) URL with a host, plain HTTP only with
+/// `allow_http` (the object-store client takes nothing else, and would find out only
+/// when it first ships).
+fn check_endpoint(raw: &str, allow_http: bool) -> Result<(), String> {
+    let url = url::Url::parse(raw).ok().filter(|u| u.has_host()).ok_or_else(|| {
+        format!(
+            "backup.endpoint {raw:?} is not a URL: write it with its scheme, e.g. \"http://{raw}\" or \"https://{raw}\""
+        )
+    })?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => Err(format!(
+            "backup.endpoint {raw:?} is plain HTTP: set backup.allow_http: true (local test servers only) or use https"
+        )),
+        other => Err(format!(
+            "backup.endpoint {raw:?}: unsupported scheme {other:?} (http or https)"
+        )),
+    }
+}
+
 /// Checks a `backup.to` URL: scheme among file, s3, gs, az, and a bucket or absolute path.
 pub fn check_backup_url(raw: &str) -> Result<(), String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("backup.to {raw:?}: {e}"))?;
+    let url = url::Url::parse(raw).map_err(|e| {
+        if raw.starts_with('/') {
+            format!("backup.to {raw:?} is a path, not a URL: write it as \"file://{raw}\"")
+        } else {
+            format!("backup.to {raw:?}: {e} (write e.g. file:///var/backups/bulwark or s3://bucket/prefix)")
+        }
+    })?;
     match url.scheme() {
         "file" => {
             if url.host_str().is_some_and(|h| !h.is_empty()) {

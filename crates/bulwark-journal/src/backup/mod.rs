@@ -346,13 +346,24 @@ impl Backup {
         let last_snapshot = self.last_snapshot_ms.load(Ordering::Relaxed);
         let due =
             last_snapshot < 0 || now - last_snapshot >= duration_ms(self.cfg.snapshot_interval.0);
+        let mut segments = Vec::new();
+        let mut records = 0;
         if due {
+            // Segments stay continuous across snapshots: a restore to a time before
+            // this snapshot starts from an older one and replays segments, so the
+            // records since the last segment must be in one, not only in the snapshot.
+            if shipped > 0 {
+                let (written, count) = self.ship().await?;
+                segments.extend(written);
+                records += count;
+            }
             run.snapshot = Some(self.snapshot().await?.to_string());
             run.deleted = self.apply_retention(now).await?;
         }
-        let (segments, records) = self.ship().await?;
+        let (written, count) = self.ship().await?;
+        segments.extend(written);
         run.segments = segments.iter().map(ToString::to_string).collect();
-        run.records_shipped = records;
+        run.records_shipped = records + count;
         run.shipped_seq = self.shipped_seq.load(Ordering::Relaxed).max(shipped);
         Ok(run)
     }
@@ -414,7 +425,12 @@ impl Backup {
             let path = snapshot_path(seq, now);
             upload_file(self.target.store.clone(), &path, &tmp).await?;
             self.last_snapshot_ms.store(now, Ordering::Relaxed);
-            self.shipped_seq.fetch_max(seq, Ordering::Relaxed);
+            // The first snapshot is where the segments start. After it, the records a
+            // snapshot holds are shipped in segments too (the few written while it
+            // was taken included), so that segments stay continuous.
+            if self.shipped_seq.load(Ordering::Relaxed) <= 0 {
+                self.shipped_seq.fetch_max(seq, Ordering::Relaxed);
+            }
             Ok(path)
         }
         .await;
@@ -499,6 +515,11 @@ impl Backup {
     /// Age of the oldest record not yet shipped (0 when all are).
     pub async fn rpo_exposure(&self) -> Result<Duration> {
         let shipped = self.shipped_seq().await?;
+        self.exposure_after(shipped).await
+    }
+
+    /// The age of the first record after `shipped` (0 when there is none).
+    async fn exposure_after(&self, shipped: i64) -> Result<Duration> {
         let reader = self.reader().await?;
         let at = reader
             .with(move |c| sqlite::record_time(c, shipped + 1))
@@ -512,10 +533,20 @@ impl Backup {
     pub async fn status(&self) -> BackupStatus {
         let rpo = self.rpo_exposure().await;
         let last_success = self.last_success_ms.load(Ordering::Relaxed);
+        // A store that cannot be read (not reachable, misconfigured) has confirmed
+        // nothing beyond what this process shipped to it: everything after that is
+        // exposed, from its oldest record on.
+        let exposure = match &rpo {
+            Ok(exposure) => *exposure,
+            Err(_) => {
+                let shipped = self.shipped_seq.load(Ordering::Relaxed).max(0);
+                self.exposure_after(shipped).await.unwrap_or(Duration::ZERO)
+            }
+        };
         BackupStatus {
             target: self.target.url.clone(),
             shipped_seq: self.shipped_seq.load(Ordering::Relaxed),
-            rpo_exposure: rpo.as_ref().copied().unwrap_or(Duration::MAX),
+            rpo_exposure: exposure,
             last_success: (last_success >= 0).then(|| rfc3339(last_success)),
             failures: self.failures.load(Ordering::Relaxed),
             last_error: match rpo {

@@ -381,3 +381,111 @@ fn segments_round_trip_and_reject_truncation_and_edits() {
     assert!(decode_segment(edited.as_bytes()).is_err());
     assert!(decode_segment(b"").is_err());
 }
+
+/// Segments stay continuous across snapshots: a restore to a time before the newest
+/// snapshot starts from an older one and must still find every record up to then,
+/// including those written just before the newer snapshot was taken.
+#[tokio::test]
+async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
+    let backend = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = backend.config(Durability::Sync);
+    let mut backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
+    backup_cfg.snapshot_interval = bulwark_core::config::HumanDuration::millis(1);
+    let (journal, _) = Journal::open(&cfg).await.unwrap();
+    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    write_requests(&journal, "first", 2).await;
+    backup.run_once().await.unwrap();
+    write_requests(&journal, "shipped", 2).await;
+    backup.ship().await.unwrap();
+    // Written after the last segment, then a new snapshot is due.
+    write_requests(&journal, "unshipped", 2).await;
+    let seq_at_cut = journal.health().last_seq;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = backup.run_once().await.unwrap();
+    assert!(second.snapshot.is_some());
+    write_requests(&journal, "late", 1).await;
+    backup.run_once().await.unwrap();
+    journal.close().await.unwrap();
+
+    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let report = restore(&target, &dir.path().join("pitr.db"), Some(cut))
+        .await
+        .unwrap();
+    assert!(report.verify.ok, "{report:?}");
+    assert_eq!(report.last_seq, seq_at_cut, "{report:?}");
+    assert_eq!(report.verify.requests, 6);
+    // And the newest state, from the newest snapshot and what followed it.
+    let report = restore(&target, &dir.path().join("now.db"), None)
+        .await
+        .unwrap();
+    assert!(report.verify.ok, "{report:?}");
+    assert_eq!(report.verify.requests, 7);
+}
+
+/// A rebuilt journal that fails verification is not put where a gateway would be
+/// started on it: it is left beside it as `.unverified`.
+#[tokio::test]
+async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
+    let backend = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = backend.config(Durability::Sync);
+    let backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
+    let (journal, _) = Journal::open(&cfg).await.unwrap();
+    write_requests(&journal, "v", 3).await;
+    journal.close().await.unwrap();
+    drop(journal);
+    // Bit rot in the live journal, which the snapshot then carries.
+    let conn = rusqlite::Connection::open(&cfg.path).unwrap();
+    conn.execute(
+        "UPDATE records SET payload = replace(payload, 'answer v-1', 'answer v-X') WHERE kind = 'complete'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    backup.snapshot().await.unwrap();
+
+    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let to = dir.path().join("restored.db");
+    let report = restore(&target, &to, None).await.unwrap();
+    assert!(!report.verify.ok, "{report:?}");
+    assert!(
+        !to.exists(),
+        "a journal that failed verification is at {}",
+        to.display()
+    );
+    let unverified = dir.path().join("restored.db.unverified");
+    assert!(unverified.exists());
+    assert_eq!(report.verify.path, unverified.display().to_string());
+}
+
+/// A store that cannot be read has confirmed nothing: the exposure is the age of the
+/// oldest record not known to be shipped, not an absurd number (it fed a gauge and
+/// a status line that could not print it).
+#[tokio::test]
+async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
+    let backend = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = backend.config(Durability::Sync);
+    let store = dir.path().join("b");
+    let backup_cfg = BackupConfig::new(format!("file://{}", store.display()));
+    let (journal, _) = Journal::open(&cfg).await.unwrap();
+    write_requests(&journal, "e", 2).await;
+    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    // A file where the store's directory was: reading the store fails.
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::write(&store, b"x").unwrap();
+    assert!(backup.run_once().await.is_err());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let status = backup.status().await;
+    assert!(status.last_error.is_some(), "{status:?}");
+    assert!(
+        status.rpo_exposure >= Duration::from_millis(30)
+            && status.rpo_exposure < Duration::from_secs(60),
+        "{status:?}"
+    );
+    journal.close().await.unwrap();
+}

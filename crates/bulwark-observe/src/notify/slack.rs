@@ -34,16 +34,22 @@ pub fn truncate(s: &str, max: usize) -> String {
 /// The message for one trigger or resolve.
 pub fn payload(event: &AlertEvent, source: &str) -> Value {
     let i = &event.incident;
-    let (tag, verb) = match event.action {
-        Action::Trigger => (i.severity.label().to_uppercase(), "firing"),
-        Action::Resolve => ("RESOLVED".to_string(), "resolved"),
+    // A resolve says it is over, and what it was (the summary is the last one
+    // measured while it fired).
+    let (tag, verb, summary) = match event.action {
+        Action::Trigger => (
+            i.severity.label().to_uppercase(),
+            "firing",
+            i.summary.clone(),
+        ),
+        Action::Resolve => (
+            "RESOLVED".to_string(),
+            "resolved",
+            format!("back to normal; while it fired: {}", i.summary),
+        ),
     };
     let text = truncate(
-        &format!(
-            "[{tag}] {}: {} ({source})",
-            i.rule.name(),
-            escape(&i.summary)
-        ),
+        &format!("[{tag}] {}: {} ({source})", i.rule.name(), escape(&summary)),
         SECTION_MAX,
     );
     let header = truncate(
@@ -61,7 +67,7 @@ pub fn payload(event: &AlertEvent, source: &str) -> Value {
         "text": text,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": header}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&i.summary), SECTION_MAX)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&summary), SECTION_MAX)}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&context, SECTION_MAX)}]},
         ],
     })

@@ -10,7 +10,8 @@
 //!  "details": {"success_ratio": 0.4}}
 //! ```
 //!
-//! `event` is `trigger` or `resolve`; a resolve repeats the trigger's `dedup_key`.
+//! `event` is `trigger` or `resolve`; a resolve repeats the trigger's `dedup_key`,
+//! and its `summary` is the last one measured while the incident fired.
 //!
 //! With a `secret`, every try carries two headers:
 //! - `X-Bulwark-Timestamp`: Unix seconds when the try was sent;
