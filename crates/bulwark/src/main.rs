@@ -127,7 +127,7 @@ enum Command {
     },
     /// Run a DR drill: break a provider (or the gateway) on purpose on a gateway started
     /// from FILE, measure what callers got, check it against the journal and metrics,
-    /// and judge it against the config's `objectives` (exit 1 when one fails).
+    /// and judge it against the config's `objectives` (exit 1 when one fails, 2 when the drill cannot run).
     Drill(drill::DrillArgs),
 }
 
@@ -283,7 +283,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration, seed } => demo::run(duration, seed).await,
-        Command::Drill(args) => drill::run(args).await,
+        // 1 is "an objective failed"; a drill that could not run at all (an unknown
+        // scenario, a bad config) is 2, so a CI job can tell the two apart.
+        Command::Drill(args) => match drill::run(args).await {
+            Ok(code) => Ok(code),
+            Err(err) => {
+                eprintln!("bulwark drill: {err:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Availability(args) => availability::run(args).await,
         Command::Journal { command } => match command {
             JournalCommand::List {

@@ -430,7 +430,11 @@ async fn configuration_and_scenario_mistakes_are_named() {
         .arg(&missing)
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a drill that cannot run exits 2"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope.yaml"), "{err}");
 
@@ -442,7 +446,11 @@ async fn configuration_and_scenario_mistakes_are_named() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a drill that cannot run exits 2"
+    );
     assert!(
         err.contains("primary-down") && err.contains("site-loss"),
         "{err}"
@@ -455,6 +463,10 @@ async fn configuration_and_scenario_mistakes_are_named() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a drill that cannot run exits 2"
+    );
     assert!(err.contains("backup"), "{err}");
 }
