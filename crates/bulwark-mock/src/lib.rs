@@ -41,7 +41,8 @@
 //!
 //! - Plain prompt: `"Hello from {name}. You said: {last user text}"`, or with
 //!   `reply_tokens: N` exactly `"tok1 tok2 … tokN"`. Streams send one word (with
-//!   its trailing space) per chunk.
+//!   its trailing space) per chunk. Anthropic streams report the prompt's input
+//!   tokens in `message_start`, as Anthropic does.
 //! - Tools offered, `tool_choice` not `none`, and no tool result in the last user
 //!   turn: one call to the first tool (or the forced one), id `call_<seq>`
 //!   (`toolu_<seq>` for Anthropic), arguments with each `required` property
