@@ -695,7 +695,8 @@ async fn stream_response(
     // of its own (`detached_writes`).
     let mut body = Box::pin(body);
     let Some(Ok(first)) = body.next().await else {
-        // Not reached (the first step always writes `Start`); if it were, an empty
+        // Not reached (the first step writes the head: `Start` with the first content
+        // or the end, as the router commits only then); if it were, an empty
         // `200` stream would read as an answer, so it is an error in the caller's format.
         let err = GatewayError::new(
             ErrorKind::Internal,

@@ -352,7 +352,7 @@ impl Backup {
             // Segments stay continuous across snapshots: a restore to a time before
             // this snapshot starts from an older one and replays segments, so the
             // records since the last segment must be in one, not only in the snapshot.
-            if shipped > 0 {
+            if last_snapshot >= 0 {
                 let (written, count) = self.ship().await?;
                 segments.extend(written);
                 records += count;
@@ -378,16 +378,22 @@ impl Backup {
         let snapshots = list_snapshots(store).await?;
         let segments = list_segments(store).await?;
         let from_snapshot = snapshots.last().map(|s| s.seq).unwrap_or(0);
-        let from_segment = segments.last().map(|s| s.last).unwrap_or(0);
-        let shipped = from_snapshot.max(from_segment);
+        let from_segment = segments.last().map(|s| s.last);
+        // Shipping resumes after the last segment, even when a snapshot is newer:
+        // segments must run on unbroken (a point-in-time restore replays them from an
+        // older snapshot), and the run that ships what a snapshot holds may not have
+        // finished before the restart. Records shipped twice are harmless (restore
+        // skips what it has). With no segment yet, the first snapshot is the start.
+        let shipped = from_segment.unwrap_or(from_snapshot);
+        let held = from_snapshot.max(from_segment.unwrap_or(0));
         if let Some(last) = snapshots.last() {
             self.last_snapshot_ms.store(last.at_ms, Ordering::Relaxed);
         }
         let reader = self.reader().await?;
         let (_, _, local_last) = reader.with(sqlite::record_span).await?;
-        if shipped > local_last.unwrap_or(0) {
+        if held > local_last.unwrap_or(0) {
             return Err(JournalError::Invalid(format!(
-                "{} holds records up to {shipped} but this journal ends at {}: it was restored to an earlier point or replaced; point backup.to at a new prefix",
+                "{} holds records up to {held} but this journal ends at {}: it was restored to an earlier point or replaced; point backup.to at a new prefix",
                 self.target.url,
                 local_last.unwrap_or(0)
             )));
@@ -412,6 +418,7 @@ impl Backup {
     /// Takes and uploads a snapshot; returns its path in the store.
     pub async fn snapshot(&self) -> Result<ObjectPath> {
         self.shipped_seq().await?;
+        let first = self.last_snapshot_ms.load(Ordering::Relaxed) < 0;
         let source = self.journal_path.clone();
         let tmp = temp_path(&self.journal_path);
         let scrub = self.scrub_answers;
@@ -428,7 +435,7 @@ impl Backup {
             // The first snapshot is where the segments start. After it, the records a
             // snapshot holds are shipped in segments too (the few written while it
             // was taken included), so that segments stay continuous.
-            if self.shipped_seq.load(Ordering::Relaxed) <= 0 {
+            if first {
                 self.shipped_seq.fetch_max(seq, Ordering::Relaxed);
             }
             Ok(path)
