@@ -319,6 +319,21 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "error sending request" alone does not say what is wrong; the cause does.
+    #[tokio::test]
+    async fn an_unreachable_gateway_is_reported_with_the_cause() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = fetch_status(&reqwest::Client::new(), &format!("http://{addr}"), None)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cannot reach"), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    }
     use crate::status::*;
     use std::collections::BTreeMap;
 

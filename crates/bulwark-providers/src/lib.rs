@@ -539,6 +539,25 @@ mod bounded_events_tests {
         )
     }
 
+    /// A wrapper that prints its cause in its own text: the cause is not said twice.
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "upstream body: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = Wrapper(std::io::Error::other("an event ran past 16 MiB"));
+        assert_eq!(error_chain(&err), "upstream body: an event ran past 16 MiB");
+    }
+
     #[test]
     fn finds_event_ends_inside_and_across_chunks() {
         assert_eq!(end_of_last_event(b"xx", b"data: a\n\ndata: b"), Some(9));
