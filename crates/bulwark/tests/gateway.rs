@@ -321,6 +321,18 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
             "{json}"
         );
     }
+    // An unknown path from the Anthropic SDK (it sends anthropic-version): its shape.
+    let resp = s
+        .client
+        .get(format!("http://{}/v1/models/claude-x", s.gateway))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let json: Value = resp.json().await.unwrap();
+    assert_eq!(json["type"], "error", "{json}");
+    assert_eq!(json["error"]["type"], "not_found_error", "{json}");
     // Nothing reached a provider, and the gateway still serves.
     assert!(s.primary.calls().is_empty());
     assert!(s.healthy().await);
