@@ -568,10 +568,17 @@ routes:
                 "backup.to",
                 "file:///var/backups/b",
             ),
+            (
+                r#"{to: "s3://bkt/p", endpoint: "https://AKIA:s3cr3t-canary@minio:9000"}"#,
+                "backup.endpoint",
+                "environment variables",
+            ),
         ] {
             let err = parse_str(&with_backup(backup)).unwrap_err();
             assert_eq!(err.field, field, "{err}");
             assert!(err.to_string().contains(fix), "{err}");
+            // Never the credential an endpoint was written with.
+            assert!(!err.to_string().contains("canary"), "{err}");
         }
         let bare = with_backup(r#"{to: "file:///tmp/b", interval: 10}"#);
         let err = parse_str(&bare).unwrap_err();

@@ -248,6 +248,13 @@ impl BackupConfig {
 /// `allow_http` (the object-store client takes nothing else, and would find out only
 /// when it first ships).
 fn check_endpoint(raw: &str, allow_http: bool) -> Result<(), String> {
+    // An endpoint with `user:password@` would carry a credential into this message
+    // and into the store client; credentials come from the store's environment.
+    if raw.contains('@') {
+        return Err(
+            "backup.endpoint must not hold credentials (user:password@): give them in the store's environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".into(),
+        );
+    }
     let url = url::Url::parse(raw).ok().filter(|u| u.has_host()).ok_or_else(|| {
         format!(
             "backup.endpoint {raw:?} is not a URL: write it with its scheme, e.g. \"http://{raw}\" or \"https://{raw}\""

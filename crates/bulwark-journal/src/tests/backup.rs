@@ -41,6 +41,39 @@ async fn write_requests(journal: &Journal, prefix: &str, n: usize) {
     }
 }
 
+/// A `sync` SQLite journal and a `file://` backup store in a directory of its own
+/// (`store`, inside `dir`, where restores can be written too).
+struct Setup {
+    backend: Backend,
+    dir: tempfile::TempDir,
+    cfg: JournalConfig,
+    backup_cfg: BackupConfig,
+    store: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let backend = Backend::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = backend.config(Durability::Sync);
+    let store = dir.path().join("b");
+    let backup_cfg = BackupConfig::new(format!("file://{}", store.display()));
+    Setup {
+        backend,
+        dir,
+        cfg,
+        backup_cfg,
+        store,
+    }
+}
+
+impl Setup {
+    /// A snapshot is due at every run.
+    fn snapshot_every_run(mut self) -> Self {
+        self.backup_cfg.snapshot_interval = bulwark_core::config::HumanDuration::millis(1);
+        self
+    }
+}
+
 /// Full round trip: snapshot, more records shipped as segments, restore, verify, and
 /// a gateway on the restored journal answers replays and carries on.
 pub(crate) async fn round_trip(cfg: &JournalConfig, backup_cfg: &BackupConfig, restore_to: &Path) {
@@ -156,10 +189,13 @@ async fn ensure_bucket(endpoint: &str, bucket: &str) {
 
 #[tokio::test]
 async fn restore_at_a_time_stops_at_the_first_later_record() {
-    let backend = Backend::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = backend.config(Durability::Sync);
-    let backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
+    let Setup {
+        backend: _keep,
+        dir,
+        cfg,
+        backup_cfg,
+        ..
+    } = setup();
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     write_requests(&journal, "early", 2).await;
@@ -387,11 +423,13 @@ fn segments_round_trip_and_reject_truncation_and_edits() {
 /// including those written just before the newer snapshot was taken.
 #[tokio::test]
 async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
-    let backend = Backend::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = backend.config(Durability::Sync);
-    let mut backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
-    backup_cfg.snapshot_interval = bulwark_core::config::HumanDuration::millis(1);
+    let Setup {
+        backend: _keep,
+        dir,
+        cfg,
+        backup_cfg,
+        ..
+    } = setup().snapshot_every_run();
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     write_requests(&journal, "first", 2).await;
@@ -429,10 +467,13 @@ async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
 /// started on it: it is left beside it as `.unverified`.
 #[tokio::test]
 async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
-    let backend = Backend::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = backend.config(Durability::Sync);
-    let backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
+    let Setup {
+        backend: _keep,
+        dir,
+        cfg,
+        backup_cfg,
+        ..
+    } = setup();
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     write_requests(&journal, "v", 3).await;
     journal.close().await.unwrap();
@@ -467,11 +508,13 @@ async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
 /// a status line that could not print it).
 #[tokio::test]
 async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
-    let backend = Backend::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = backend.config(Durability::Sync);
-    let store = dir.path().join("b");
-    let backup_cfg = BackupConfig::new(format!("file://{}", store.display()));
+    let Setup {
+        backend: _keep,
+        cfg,
+        backup_cfg,
+        store,
+        ..
+    } = setup();
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     write_requests(&journal, "e", 2).await;
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
@@ -496,11 +539,13 @@ async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
 /// every record up to that time.
 #[tokio::test]
 async fn segments_stay_unbroken_across_a_restart_and_after_an_empty_first_snapshot() {
-    let backend = Backend::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = backend.config(Durability::Sync);
-    let mut backup_cfg = BackupConfig::new(format!("file://{}/b", dir.path().display()));
-    backup_cfg.snapshot_interval = bulwark_core::config::HumanDuration::millis(1);
+    let Setup {
+        backend: _keep,
+        dir,
+        cfg,
+        backup_cfg,
+        ..
+    } = setup().snapshot_every_run();
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     // The first snapshot, of a journal with nothing in it yet.
