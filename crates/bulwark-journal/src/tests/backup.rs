@@ -44,7 +44,8 @@ async fn write_requests(journal: &Journal, prefix: &str, n: usize) {
 /// A `sync` SQLite journal and a `file://` backup store in a directory of its own
 /// (`store`, inside `dir`, where restores can be written too).
 struct Setup {
-    backend: Backend,
+    /// Owns the journal's directory.
+    _backend: Backend,
     dir: tempfile::TempDir,
     cfg: JournalConfig,
     backup_cfg: BackupConfig,
@@ -58,7 +59,7 @@ fn setup() -> Setup {
     let store = dir.path().join("b");
     let backup_cfg = BackupConfig::new(format!("file://{}", store.display()));
     Setup {
-        backend,
+        _backend: backend,
         dir,
         cfg,
         backup_cfg,
@@ -189,13 +190,8 @@ async fn ensure_bucket(endpoint: &str, bucket: &str) {
 
 #[tokio::test]
 async fn restore_at_a_time_stops_at_the_first_later_record() {
-    let Setup {
-        backend: _keep,
-        dir,
-        cfg,
-        backup_cfg,
-        ..
-    } = setup();
+    let s = setup();
+    let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     write_requests(&journal, "early", 2).await;
@@ -423,13 +419,8 @@ fn segments_round_trip_and_reject_truncation_and_edits() {
 /// including those written just before the newer snapshot was taken.
 #[tokio::test]
 async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
-    let Setup {
-        backend: _keep,
-        dir,
-        cfg,
-        backup_cfg,
-        ..
-    } = setup().snapshot_every_run();
+    let s = setup().snapshot_every_run();
+    let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     write_requests(&journal, "first", 2).await;
@@ -467,13 +458,8 @@ async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
 /// started on it: it is left beside it as `.unverified`.
 #[tokio::test]
 async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
-    let Setup {
-        backend: _keep,
-        dir,
-        cfg,
-        backup_cfg,
-        ..
-    } = setup();
+    let s = setup();
+    let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     write_requests(&journal, "v", 3).await;
     journal.close().await.unwrap();
@@ -508,13 +494,8 @@ async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
 /// a status line that could not print it).
 #[tokio::test]
 async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
-    let Setup {
-        backend: _keep,
-        cfg,
-        backup_cfg,
-        store,
-        ..
-    } = setup();
+    let s = setup();
+    let (cfg, backup_cfg, store) = (&s.cfg, &s.backup_cfg, &s.store);
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     write_requests(&journal, "e", 2).await;
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
@@ -539,13 +520,8 @@ async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
 /// every record up to that time.
 #[tokio::test]
 async fn segments_stay_unbroken_across_a_restart_and_after_an_empty_first_snapshot() {
-    let Setup {
-        backend: _keep,
-        dir,
-        cfg,
-        backup_cfg,
-        ..
-    } = setup().snapshot_every_run();
+    let s = setup().snapshot_every_run();
+    let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
     let (journal, _) = Journal::open(&cfg).await.unwrap();
     let backup = Backup::new(&cfg, &backup_cfg).unwrap();
     // The first snapshot, of a journal with nothing in it yet.
