@@ -192,8 +192,8 @@ async fn ensure_bucket(endpoint: &str, bucket: &str) {
 async fn restore_at_a_time_stops_at_the_first_later_record() {
     let s = setup();
     let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
-    let (journal, _) = Journal::open(&cfg).await.unwrap();
-    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    let (journal, _) = Journal::open(cfg).await.unwrap();
+    let backup = Backup::new(cfg, backup_cfg).unwrap();
     write_requests(&journal, "early", 2).await;
     backup.run_once().await.unwrap();
     write_requests(&journal, "middle", 2).await;
@@ -206,7 +206,7 @@ async fn restore_at_a_time_stops_at_the_first_later_record() {
     backup.ship().await.unwrap();
     journal.close().await.unwrap();
 
-    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let target = BackupTarget::open(backup_cfg).unwrap();
     let to = dir.path().join("pitr.db");
     let report = restore(&target, &to, Some(cut)).await.unwrap();
     assert!(report.verify.ok, "{report:?}");
@@ -421,8 +421,8 @@ fn segments_round_trip_and_reject_truncation_and_edits() {
 async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
     let s = setup().snapshot_every_run();
     let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
-    let (journal, _) = Journal::open(&cfg).await.unwrap();
-    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    let (journal, _) = Journal::open(cfg).await.unwrap();
+    let backup = Backup::new(cfg, backup_cfg).unwrap();
     write_requests(&journal, "first", 2).await;
     backup.run_once().await.unwrap();
     write_requests(&journal, "shipped", 2).await;
@@ -439,7 +439,7 @@ async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
     backup.run_once().await.unwrap();
     journal.close().await.unwrap();
 
-    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let target = BackupTarget::open(backup_cfg).unwrap();
     let report = restore(&target, &dir.path().join("pitr.db"), Some(cut))
         .await
         .unwrap();
@@ -460,7 +460,7 @@ async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
 async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
     let s = setup();
     let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
-    let (journal, _) = Journal::open(&cfg).await.unwrap();
+    let (journal, _) = Journal::open(cfg).await.unwrap();
     write_requests(&journal, "v", 3).await;
     journal.close().await.unwrap();
     drop(journal);
@@ -472,10 +472,10 @@ async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
     )
     .unwrap();
     drop(conn);
-    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    let backup = Backup::new(cfg, backup_cfg).unwrap();
     backup.snapshot().await.unwrap();
 
-    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let target = BackupTarget::open(backup_cfg).unwrap();
     let to = dir.path().join("restored.db");
     let report = restore(&target, &to, None).await.unwrap();
     assert!(!report.verify.ok, "{report:?}");
@@ -496,12 +496,12 @@ async fn a_restore_that_fails_verification_writes_nothing_at_its_destination() {
 async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
     let s = setup();
     let (cfg, backup_cfg, store) = (&s.cfg, &s.backup_cfg, &s.store);
-    let (journal, _) = Journal::open(&cfg).await.unwrap();
+    let (journal, _) = Journal::open(cfg).await.unwrap();
     write_requests(&journal, "e", 2).await;
-    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    let backup = Backup::new(cfg, backup_cfg).unwrap();
     // A file where the store's directory was: reading the store fails.
-    std::fs::remove_dir_all(&store).unwrap();
-    std::fs::write(&store, b"x").unwrap();
+    std::fs::remove_dir_all(store).unwrap();
+    std::fs::write(store, b"x").unwrap();
     assert!(backup.run_once().await.is_err());
     tokio::time::sleep(Duration::from_millis(30)).await;
     let status = backup.status().await;
@@ -522,8 +522,8 @@ async fn an_unreadable_store_exposes_every_unshipped_record_by_its_age() {
 async fn segments_stay_unbroken_across_a_restart_and_after_an_empty_first_snapshot() {
     let s = setup().snapshot_every_run();
     let (dir, cfg, backup_cfg) = (&s.dir, &s.cfg, &s.backup_cfg);
-    let (journal, _) = Journal::open(&cfg).await.unwrap();
-    let backup = Backup::new(&cfg, &backup_cfg).unwrap();
+    let (journal, _) = Journal::open(cfg).await.unwrap();
+    let backup = Backup::new(cfg, backup_cfg).unwrap();
     // The first snapshot, of a journal with nothing in it yet.
     backup.run_once().await.unwrap();
     write_requests(&journal, "early", 2).await;
@@ -541,11 +541,11 @@ async fn segments_stay_unbroken_across_a_restart_and_after_an_empty_first_snapsh
     // A snapshot taken, then the process stops before shipping what it holds.
     backup.snapshot().await.unwrap();
     drop(backup);
-    let restarted = Backup::new(&cfg, &backup_cfg).unwrap();
+    let restarted = Backup::new(cfg, backup_cfg).unwrap();
     restarted.ship().await.unwrap();
     journal.close().await.unwrap();
 
-    let target = BackupTarget::open(&backup_cfg).unwrap();
+    let target = BackupTarget::open(backup_cfg).unwrap();
     for (name, cut, seq, requests) in [
         ("early.db", cut_early, early_seq, 2),
         ("middle.db", cut_middle, middle_seq, 4),
