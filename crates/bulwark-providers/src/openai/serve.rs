@@ -132,6 +132,13 @@ pub struct StreamEncoder {
     /// and the text's escaping (the same bytes the serializer writes: a test compares
     /// them).
     text_head: Option<String>,
+    /// `Start` came and its chunk (`role: assistant`) is not written yet. It goes out
+    /// with the first thing after it, because its `content` depends on what that is:
+    /// `""` before text (as OpenAI sends), absent before a tool call or a refusal, so
+    /// that an SDK assembling the stream ends with `content: None` there, as it does
+    /// from OpenAI. `Start` and the first content leave in one write anyway (the
+    /// router commits at the first content), so nothing is later for it.
+    role_pending: bool,
 }
 
 impl StreamEncoder {
@@ -153,6 +160,7 @@ impl StreamEncoder {
             include_usage,
             ended: false,
             text_head: None,
+            role_pending: false,
         }
     }
 
@@ -165,18 +173,14 @@ impl StreamEncoder {
             StreamEvent::PromptUsage { .. } => {}
             StreamEvent::Start { model, .. } => {
                 self.chunk.model.clone_from(model);
-                let delta = Delta {
-                    role: Some("assistant".to_string()),
-                    content: Some(String::new()),
-                    ..Delta::default()
-                };
-                out.push(self.choice_chunk(delta, None));
                 self.text_head = Some(self.text_head());
+                self.role_pending = true;
             }
             StreamEvent::TextDelta { text } => {
                 if text.is_empty() {
                     return;
                 }
+                self.write_role_with_empty_content(out);
                 match &self.text_head {
                     Some(head) => {
                         let tail = self.text_tail();
@@ -198,6 +202,7 @@ impl StreamEncoder {
             StreamEvent::RefusalDelta { text } => {
                 if !text.is_empty() {
                     let delta = Delta {
+                        role: self.take_role(),
                         refusal: Some(text.clone()),
                         ..Delta::default()
                     };
@@ -231,6 +236,8 @@ impl StreamEncoder {
             StreamEvent::Finish {
                 stop_reason, usage, ..
             } => {
+                // An answer with no content still says who spoke, with empty text.
+                self.write_role_with_empty_content(out);
                 out.push(self.choice_chunk(Delta::default(), Some(finish_reason(*stop_reason))));
                 if self.include_usage {
                     // The last chunk: no choices, the usage.
@@ -286,11 +293,31 @@ impl StreamEncoder {
     }
 
     fn tool_chunk(&mut self, call: ToolCallDelta) -> SseFrame {
+        // The first tool call carries the role, with no `content`: OpenAI's own first
+        // chunk of a tool-only answer is the role and the call together.
         let delta = Delta {
+            role: self.take_role(),
             tool_calls: Some(vec![call]),
             ..Delta::default()
         };
         self.choice_chunk(delta, None)
+    }
+
+    /// `Some("assistant")` once, if `Start`'s role has not been written yet.
+    fn take_role(&mut self) -> Option<String> {
+        std::mem::take(&mut self.role_pending).then(|| "assistant".to_string())
+    }
+
+    /// `Start`'s chunk as OpenAI writes it before text: the role and `content: ""`.
+    fn write_role_with_empty_content(&mut self, out: &mut Vec<SseFrame>) {
+        if let Some(role) = self.take_role() {
+            let delta = Delta {
+                role: Some(role),
+                content: Some(String::new()),
+                ..Delta::default()
+            };
+            out.push(self.choice_chunk(delta, None));
+        }
     }
 }
 

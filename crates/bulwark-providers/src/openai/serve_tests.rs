@@ -213,6 +213,66 @@ fn stream_encoder_emits_openai_chunk_sequence_with_usage() {
     assert!(more.is_empty());
 }
 
+/// `Start`'s chunk takes its shape from what follows it, as OpenAI's does: `content:
+/// ""` before text or an empty answer, no `content` (so `None` in the SDKs) with the
+/// first tool call or refusal, the role written exactly once.
+#[test]
+fn the_role_chunk_matches_what_follows_it() {
+    let start = StreamEvent::Start {
+        id: "up".into(),
+        model: "gpt-4o".into(),
+    };
+    let finish = StreamEvent::Finish {
+        stop_reason: StopReason::ToolUse,
+        stop_sequence: None,
+        usage: Usage::default(),
+    };
+    let deltas = |events: &[StreamEvent]| {
+        let mut encoder = StreamEncoder::new("chatcmpl-s".into(), 7, false);
+        let mut frames = Vec::new();
+        for event in events {
+            encoder.encode(event, &mut frames);
+        }
+        frames_json(&frames)
+            .into_iter()
+            .filter(|c| c != "[DONE]")
+            .map(|c| c["choices"][0]["delta"].clone())
+            .collect::<Vec<_>>()
+    };
+    let call = StreamEvent::ToolCallStart {
+        index: 0,
+        id: "call_1".into(),
+        name: "get_weather".into(),
+    };
+    let args = StreamEvent::ToolCallDelta {
+        index: 0,
+        arguments: "{}".into(),
+    };
+    assert_eq!(
+        deltas(&[start.clone(), call, args, finish.clone()]),
+        [
+            json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+            json!({}),
+        ]
+    );
+    let refusal = |text: &str| StreamEvent::RefusalDelta { text: text.into() };
+    assert_eq!(
+        deltas(&[start.clone(), refusal("No"), refusal("."), finish.clone()]),
+        [
+            json!({"role": "assistant", "refusal": "No"}),
+            json!({"refusal": "."}),
+            json!({}),
+        ]
+    );
+    let empty_text = StreamEvent::TextDelta { text: "".into() };
+    assert_eq!(
+        deltas(&[start, empty_text, finish]),
+        [json!({"role": "assistant", "content": ""}), json!({})]
+    );
+}
+
 #[test]
 fn stream_encoder_without_include_usage_omits_usage_key() {
     let mut encoder = StreamEncoder::new("chatcmpl-s".into(), 7, false);
@@ -254,9 +314,10 @@ fn stream_error_is_an_error_chunk_without_done() {
         },
         &mut frames,
     );
-    assert_eq!(frames.len(), 2);
+    // `Start`'s chunk waits for the first content, which never came.
+    assert_eq!(frames.len(), 1);
     assert_eq!(
-        parse(frames[1].data.as_bytes()),
+        parse(frames[0].data.as_bytes()),
         json!({"error": {"message": "all targets failed", "type": "service_unavailable_error",
                          "param": null, "code": "server_error"}})
     );
@@ -687,7 +748,7 @@ fn a_text_frame_has_the_bytes_the_serializer_writes_for_the_same_chunk() {
                 model: model.into(),
             };
             encoder.encode(&start, &mut frames);
-            for text in texts {
+            for (n, &text) in texts.iter().enumerate() {
                 frames.clear();
                 encoder.encode(&StreamEvent::TextDelta { text: text.into() }, &mut frames);
                 let expected = ChatCompletionChunk {
@@ -706,9 +767,10 @@ fn a_text_frame_has_the_bytes_the_serializer_writes_for_the_same_chunk() {
                     }],
                     usage: include_usage.then_some(None),
                 };
-                assert_eq!(frames.len(), 1);
+                // The first text comes after `Start`'s chunk (role, empty content).
+                assert_eq!(frames.len(), if n == 0 { 2 } else { 1 });
                 assert_eq!(
-                    frames[0].data,
+                    frames[frames.len() - 1].data,
                     serde_json::to_string(&expected).unwrap(),
                     "text {text:?}, usage {include_usage}"
                 );
