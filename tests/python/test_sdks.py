@@ -455,6 +455,27 @@ def test_openai_sdk_stream_helper_and_parse(stack, mock):
     assert final.choices[0].message.content == ANSWER
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_sdk_stream_helper_assembles_a_tool_only_answer_as_openai_does(stack, mock, kind):
+    """A tool-only answer streamed from any upstream assembles, in the SDK's stream
+    helper, to what OpenAI's own stream gives: the call, and `content` None (not "")."""
+    client = openai_client(stack)
+    with client.chat.completions.stream(
+        model=UPSTREAMS[kind][0],
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=OPENAI_TOOLS,
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert message.role == "assistant"
+    assert message.content is None
+    assert [c.function.name for c in message.tool_calls] == ["get_weather"]
+    assert json.loads(message.tool_calls[0].function.arguments) == {"location": "example"}
+
+
 def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
     """`pydantic_function_tool` marks a tool strict, which is what makes OpenAI keep the
     arguments to the schema; the upstream must get it."""
