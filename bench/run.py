@@ -8,7 +8,10 @@ Everything runs on this machine, on loopback, in one run:
   - the gateway under test (Bulwark or LiteLLM), pinned to CPU 1, alone on its core
     ("split" topology); the concurrency-1 latency cases also run with all three on
     CPU 0 ("one-core") and, on a KVM guest whose guest halt polling is off, split
-    again with it on ("split+haltpoll"), see README.
+    again with it on ("split+haltpoll"), see README;
+  - in each topology, the concurrency-1 cases also through `bulwark-passthrough`, the
+    thinnest hyper proxy: the floor any proxy pays for the extra hop (README, "The
+    floor").
 Per case it records requests/s, latency and time-to-first-byte percentiles, errors,
 the gateway's CPU time per request (from /proc/PID/stat, over every request the case
 sent, warm-up included) and its peak RSS (VmHWM, reset before each case through
@@ -37,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "bulwark"
 LOADGEN = ROOT / "target" / "release" / "bulwark-loadgen"
+PASSTHROUGH = ROOT / "target" / "release" / "bulwark-passthrough"
 OUT = ROOT / "bench" / "out"
 LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -206,6 +210,23 @@ def latency_cases(run, gw, url, direct, target, topology):
     run.case("stream", "direct", None, direct, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
     run.case("json", target, gw, url, BODY_JSON, 1, topology=topology, durability="off")
     run.case("stream", target, gw, url, BODY_STREAM, 1, topology=topology, durability="off")
+
+
+def floor_cases(run, mock_url, cpu, topology, logs, procs):
+    """The concurrency-1 cases through the bare pass-through proxy on `cpu`: what one
+    more hop costs in this topology whatever runs in it (README, "The floor")."""
+    port = free_port()
+    pt = start([str(PASSTHROUGH), "--listen", f"127.0.0.1:{port}", "--upstream", mock_url], cpu, log=logs)
+    procs.append(pt)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_mock/health")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        run.case("json", "pass-through", pt, url, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
+        run.case("stream", "pass-through", pt, url, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
+    except RuntimeError as err:
+        print(f"pass-through ({topology}): {err}", flush=True)
+    finally:
+        stop(pt)
 
 
 def halt_poll_ns():
@@ -385,11 +406,13 @@ def main():
                     print(f"1000 slow streams FAILED: {err}", flush=True)
                     run.results.append(dict(case="1000 slow streams", target=target, failed=str(err)[:500]))
                 stop(gw)
+                floor_cases(run, mock_url, GATEWAY_CPU, "split", logs, procs)
                 # Concurrency 1 with all three processes on one core: no cross-core wake-ups
                 # (see README, "Two topologies, and halt polling").
                 gw, url = start_bulwark(cfg, UPSTREAM_CPU, logs, procs)
                 latency_cases(run, gw, url, direct, target, "one-core")
                 stop(gw)
+                floor_cases(run, mock_url, UPSTREAM_CPU, "one-core", logs, procs)
                 # Split again with the guest polling before it halts an idle vCPU, so
                 # that a wake-up across cores need not go through the hypervisor (README,
                 # "Two topologies, and halt polling"). The setting is the machine's: it
@@ -404,6 +427,8 @@ def main():
                         tested_halt_poll = args.halt_poll_ns
                         try:
                             latency_cases(run, gw, url, direct, target, "split+haltpoll")
+                            stop(gw)
+                            floor_cases(run, mock_url, GATEWAY_CPU, "split+haltpoll", logs, procs)
                         finally:
                             set_halt_poll_ns(booted_halt_poll)
                     stop(gw)
@@ -559,18 +584,28 @@ def render(doc):
               "to the first byte. `split`: gateway on its own core; `split+haltpoll`: the same with "
               "the guest's halt polling on (an idle vCPU polls before it halts, so a wake-up across "
               "cores need not go through the hypervisor); `one-core`: load generator, "
-              "mock and gateway on one core (README, \"Two topologies, and halt polling\").", "",
-              "| answer | topology | direct p50 | Bulwark p50 | added p50 | direct p99 | Bulwark p99 | added p99 |",
-              "|---|---|---|---|---|---|---|---|"]
+              "mock and gateway on one core (README, \"Two topologies, and halt polling\"). "
+              "`floor`: the same through `bulwark-passthrough`, the thinnest hyper proxy (no parsing, "
+              "no routing), in the same topology: what any proxy adds here for the extra hop; "
+              "Bulwark's added time minus the floor is its own work (README, \"The floor\").", "",
+              "| answer | topology | direct p50 | Bulwark p50 | added p50 | floor p50 | Bulwark over the floor, p50 "
+              "| direct p99 | Bulwark p99 | added p99 | floor p99 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in ("json", "stream"):
         key = "latency_us" if case == "json" else "ttfb_us"
         for topo in TOPOLOGIES:
             d, b = find(results, case, "direct", 1, topo), find(results, case, "bulwark/off", 1, topo)
             if not (d and b):
                 continue
+            f = find(results, case, "pass-through", 1, topo)
+            floor50 = f[key]["p50"] - d[key]["p50"] if f else None
+            floor99 = f[key]["p99"] - d[key]["p99"] if f else None
+            own50 = b[key]["p50"] - f[key]["p50"] if f else None
             lines.append(f"| {case} ({'whole answer' if case == 'json' else 'first byte'}) | {topo} | "
                          f"{d[key]['p50']} µs | {b[key]['p50']} µs | **{b[key]['p50'] - d[key]['p50']} µs** | "
-                         f"{d[key]['p99']} µs | {b[key]['p99']} µs | **{b[key]['p99'] - d[key]['p99']} µs** |")
+                         f"{fmt(floor50, ' µs')} | {fmt(own50, ' µs')} | "
+                         f"{d[key]['p99']} µs | {b[key]['p99']} µs | **{b[key]['p99'] - d[key]['p99']} µs** | "
+                         f"{fmt(floor99, ' µs')} |")
     lines += ["", "## Every case", "",
               "| case | target | topology | c | req/s | p50 | p99 | TTFB p50 | TTFB p99 | errors | CPU µs/req | req per CPU-s | peak RSS |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -653,8 +688,10 @@ def targets(results):
                 continue
             p50 = b[key]["p50"] - d[key]["p50"]
             p99 = b[key]["p99"] - d[key]["p99"]
+            f = find(results, case, "pass-through", 1, topo)
+            floor = f" (floor: p50 {f[key]['p50'] - d[key]['p50']} µs)" if f else ""
             rows.append(f"| added latency, {label}, c=1, {topo}: p50 ≤ {TARGET_ADDED_P50_US} µs, p99 ≤ "
-                        f"{TARGET_ADDED_P99_US} µs | p50 {p50} µs, p99 {p99} µs | "
+                        f"{TARGET_ADDED_P99_US} µs | p50 {p50} µs, p99 {p99} µs{floor} | "
                         f"{verdict(p50 <= TARGET_ADDED_P50_US and p99 <= TARGET_ADDED_P99_US)} |")
     for case in ("json", "stream"):
         b = find(results, case, "bulwark/off", 50)

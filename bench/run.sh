@@ -16,7 +16,7 @@ read -r load1 _ < /proc/loadavg
 if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
   echo "warning: load average $load1: other work is running; absolute numbers will be off" >&2
 fi
-cargo build --release --locked -p bulwark -p bulwark-bench
+cargo build --release --locked -p bulwark -p bulwark-bench  # bulwark-loadgen, bulwark-passthrough
 if [ ! -x bench/.venv-litellm/bin/litellm ]; then
   python3 -m venv bench/.venv-litellm
   bench/.venv-litellm/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]'
