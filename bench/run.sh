@@ -4,7 +4,7 @@
 # missing, runs every case and the criterion micro-benchmarks, and writes
 # bench/out/results.json and RESULTS.md (a full run also bench/RESULTS.md).
 #
-#   bench/run.sh            the full run, ~13 minutes (run it on a quiet machine)
+#   bench/run.sh            the full run, ~14 minutes (run it on a quiet machine)
 #   bench/run.sh --quick    a smoke test of the harness, ~3.5 minutes
 #
 # Other options (passed to bench/run.py): --durability off,batched,sync,
