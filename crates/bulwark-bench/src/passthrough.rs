@@ -91,11 +91,16 @@ fn main() -> anyhow::Result<()> {
             let (socket, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
+                    // Out of file descriptors, say: wait rather than spin.
                     eprintln!("bulwark-passthrough: accept: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             };
-            socket.set_nodelay(true)?;
+            // As Bulwark's listener does: small writes leave at once.
+            if let Err(err) = socket.set_nodelay(true) {
+                eprintln!("bulwark-passthrough: TCP_NODELAY: {err}");
+            }
             let proxy = Arc::clone(&proxy);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
