@@ -98,6 +98,18 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             "diagnostics" => return Err(unsupported(path, "diagnostics")),
             "inference_geo" => return Err(unsupported(path, "inference_geo")),
             "context_management" => return Err(unsupported(path, "context management")),
+            // Conversations held by the provider between calls (the SDK's tool runner
+            // asks for one by default): a gateway that may answer each turn from a
+            // different provider cannot keep them. The whole conversation goes in
+            // `messages` instead (the tool runner's `thread: false`).
+            "thread" => {
+                return Err(invalid(
+                    path,
+                    "server-held conversation threads are not supported by this gateway: \
+                     send the whole conversation in `messages` (the SDK's tool runner does \
+                     so with `thread: false`)",
+                ));
+            }
             _ => return Err(extra(path)),
         }
     }
@@ -718,6 +730,7 @@ mod tests {
                 "diagnostics",
             ),
             ("thinking", json!({"type": "adaptive"}), "thinking"),
+            ("thread", json!({"type": "create"}), "thread"),
         ];
         for (key, value, param) in cases {
             let err = decode_err(with(key, value));

@@ -381,8 +381,10 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::RequestTooLarge => "request_too_large",
         ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::Internal | ErrorKind::BadGateway => "api_error",
-        ErrorKind::Unavailable => "overloaded_error",
+        // Anthropic pairs `overloaded_error` with 529 only (the SDKs pick the error
+        // class by status); a gateway with no target left answers 503, whatever the
+        // targets' own failures were (an upstream key rejected is no overload).
+        ErrorKind::Internal | ErrorKind::BadGateway | ErrorKind::Unavailable => "api_error",
         ErrorKind::Timeout => "timeout_error",
     }
 }
@@ -623,7 +625,7 @@ mod tests {
         assert_eq!(last.event, Some("error"));
         assert_eq!(
             serde_json::from_str::<Value>(&last.data).unwrap(),
-            json!({"type": "error", "error": {"type": "overloaded_error", "message": "upstream overloaded"}})
+            json!({"type": "error", "error": {"type": "api_error", "message": "upstream overloaded"}})
         );
         assert!(frames.iter().all(|f| f.event != Some("message_stop")));
         assert!(frames.iter().all(|f| f.event != Some("content_block_stop")));
@@ -717,7 +719,7 @@ mod tests {
             (ErrorKind::RateLimited, 429, "rate_limit_error"),
             (ErrorKind::Internal, 500, "api_error"),
             (ErrorKind::BadGateway, 502, "api_error"),
-            (ErrorKind::Unavailable, 503, "overloaded_error"),
+            (ErrorKind::Unavailable, 503, "api_error"),
             (ErrorKind::Timeout, 504, "timeout_error"),
         ];
         for (kind, status, wire) in cases {
