@@ -98,6 +98,32 @@ pub(crate) fn provider_wait(seconds: f64) -> Option<Duration> {
     ))
 }
 
+/// For the providers that reject an empty message (Anthropic, Gemini), whose encoders
+/// drop empty turns: refuses, as [`ErrorClass::Unsupported`] (the router tries the
+/// next target, which may take it: OpenAI accepts empty messages), a conversation
+/// that dropping them would change. That is one with nothing left to send, or one
+/// that ends with an empty user turn after an assistant turn: without the user turn,
+/// the assistant's would read as a prefill to continue instead of a turn to answer.
+pub(crate) fn check_not_emptied(kind: &str, req: &ChatRequest) -> Result<(), UpstreamError> {
+    use bulwark_core::{ContentBlock, Role};
+    let empty = |m: &&bulwark_core::Message| {
+        m.content
+            .iter()
+            .all(|b| matches!(b, ContentBlock::Text { text } if text.is_empty()))
+    };
+    let ends_with_user = req.messages.last().is_some_and(|m| m.role == Role::User);
+    match req.messages.iter().rev().find(|m| !empty(m)) {
+        None => Err(UpstreamError::unsupported(
+            kind,
+            "a conversation whose every message is empty",
+        )),
+        Some(kept) if ends_with_user && kept.role == Role::Assistant => Err(
+            UpstreamError::unsupported(kind, "an empty user message after the assistant's"),
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Parses a `Retry-After` header (seconds, possibly fractional, or an HTTP-date,
 /// RFC 9110 §10.2.3) and the millisecond variant `retry-after-ms` some providers
 /// send. A date in the past is no wait; every wait is capped at [`MAX_PROVIDER_WAIT`].
@@ -652,5 +678,76 @@ mod retry_after_tests {
             wait("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
             Some(MAX_PROVIDER_WAIT)
         );
+    }
+}
+
+#[cfg(test)]
+mod emptied_tests {
+    use bulwark_core::{ChatRequest, ContentBlock, ErrorClass, Message, Role};
+
+    use crate::Adapter;
+    use crate::anthropic::client::{AnthropicAdapter, DEFAULT_MAX_TOKENS};
+    use crate::gemini::client::GeminiAdapter;
+    use crate::openai::client::OpenAiAdapter;
+
+    fn text(role: Role, text: &str) -> Message {
+        Message {
+            role,
+            content: vec![ContentBlock::Text { text: text.into() }],
+        }
+    }
+
+    /// Anthropic and Gemini refuse (as a feature they lack, so the router tries the
+    /// next target) exactly the conversations that dropping empty turns would change;
+    /// OpenAI takes every one as it is.
+    #[test]
+    fn a_conversation_that_dropping_empty_turns_would_change_is_unsupported() {
+        use Role::{Assistant, User};
+        let changed: [Vec<Message>; 3] = [
+            vec![text(User, "")],
+            vec![text(User, ""), text(Assistant, "")],
+            vec![text(User, "hi"), text(Assistant, "hello"), text(User, "")],
+        ];
+        let unchanged: [Vec<Message>; 4] = [
+            vec![text(User, "hi")],
+            vec![text(User, ""), text(User, "hi")],
+            vec![text(User, "hi"), text(User, "")],
+            // An empty prefill is no prefill.
+            vec![text(User, "hi"), text(Assistant, "")],
+        ];
+        let adapters: [(&str, Box<dyn Adapter>); 3] = [
+            (
+                "anthropic",
+                Box::new(AnthropicAdapter::new(DEFAULT_MAX_TOKENS)),
+            ),
+            ("gemini", Box::new(GeminiAdapter::new())),
+            ("openai", Box::new(OpenAiAdapter::new(false))),
+        ];
+        for (kind, adapter) in adapters {
+            for messages in &changed {
+                let req = ChatRequest {
+                    messages: messages.clone(),
+                    ..ChatRequest::default()
+                };
+                let result = adapter.encode_request(&req, "m", false);
+                if kind == "openai" {
+                    assert!(result.is_ok(), "{kind} {messages:?}");
+                } else {
+                    let err = result.unwrap_err();
+                    assert_eq!(err.class, ErrorClass::Unsupported, "{kind} {messages:?}");
+                    assert!(err.message.contains("empty"), "{}", err.message);
+                }
+            }
+            for messages in &unchanged {
+                let req = ChatRequest {
+                    messages: messages.clone(),
+                    ..ChatRequest::default()
+                };
+                assert!(
+                    adapter.encode_request(&req, "m", false).is_ok(),
+                    "{kind} {messages:?}"
+                );
+            }
+        }
     }
 }

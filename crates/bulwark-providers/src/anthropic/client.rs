@@ -196,7 +196,10 @@ fn input_schema(parameters: &Value) -> Cow<'_, Value> {
 /// both), merging consecutive turns of the same role (Anthropic requires
 /// alternation), and putting tool results first in each user turn (Anthropic
 /// requires them to lead the turn that answers a tool call).
+/// A conversation that dropping would change is refused first
+/// ([`crate::check_not_emptied`]).
 fn encode_messages(req: &ChatRequest) -> Result<Vec<MessageParam<'_>>, UpstreamError> {
+    crate::check_not_emptied(KIND, req)?;
     let mut out: Vec<MessageParam<'_>> = Vec::with_capacity(req.messages.len());
     for (i, msg) in req.messages.iter().enumerate() {
         let mut blocks = Vec::with_capacity(msg.content.len());

@@ -138,6 +138,9 @@ fn build_request(req: &ChatRequest) -> Result<GenerateContentRequest<'_>, Upstre
         })
     };
 
+    // Empty turns are dropped below (Gemini rejects them), unless that would change
+    // the conversation.
+    crate::check_not_emptied(KIND, req)?;
     let tool_names = tool_names_by_id(&req.messages);
     let mut contents: Vec<Content<'_>> = Vec::with_capacity(req.messages.len());
     for message in &req.messages {
