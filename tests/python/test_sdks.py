@@ -346,6 +346,42 @@ def test_errors_reach_the_sdks_in_their_own_shape(stack, mock):
     assert len(mock.calls()) == 1
 
 
+def test_an_empty_message_goes_to_a_provider_that_takes_it(stack, mock):
+    """OpenAI takes an empty user message; Anthropic and Gemini reject empty turns, and
+    dropping it would leave nothing to send. The route's Anthropic target is skipped as
+    unable (no call, no penalty) and OpenAI answers, instead of a 400 blaming the caller."""
+    raw = openai_client(stack).chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": ""}]
+    )
+    assert raw.headers["x-bulwark-provider"] == "openai"
+    assert raw.parse().choices[0].message.role == "assistant"
+    assert [c["api"] for c in mock.calls()] == ["openai"]
+    assert mock.calls()[0]["body"]["messages"] == [{"role": "user", "content": ""}]
+
+
+def test_anthropic_sdk_errors_pair_type_and_status_as_anthropic_does(stack, mock):
+    """A server-held `thread` (the SDK tool runner's default in newer SDKs) is a 400 that
+    names it; no target left to serve is a 503 of type `api_error` (Anthropic pairs
+    `overloaded_error` with 529 only, and the SDKs pick the error class by status)."""
+    client = anthropic_client(stack)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(
+            model="chat", max_tokens=5, messages=[{"role": "user", "content": "x"}],
+            extra_body={"thread": {"type": "create"}},
+        )
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    message = err.value.body["error"]["message"]
+    assert message.startswith("thread: ") and "not supported" in message and "thread: false" in message
+    assert mock.calls() == []
+    mock.fault({"kind": "status", "status": 401, "message": "bad key"}, api="anthropic")
+    with pytest.raises(anthropic.APIStatusError) as err:
+        client.messages.create(
+            model="anthropic/claude-rejected", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert err.value.status_code == 503
+    assert err.value.body["error"]["type"] == "api_error"
+
+
 def test_anthropic_sdk_prompt_cache_breakpoints_reach_an_anthropic_upstream(stack, mock):
     """Anthropic caches a prompt only up to the `cache_control` breakpoints it gets."""
     ephemeral = {"type": "ephemeral"}
