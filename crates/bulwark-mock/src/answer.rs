@@ -5,6 +5,8 @@
 //!   turn: one call to the first (or the forced) tool, arguments filled from its
 //!   schema's `required` properties;
 //! - a tool result in the last user turn: `"The tool said: {result text}"`;
+//! - a JSON-schema response format (structured output): the JSON object of the
+//!   schema's `required` properties, filled as tool arguments are, as one chunk;
 //! - otherwise `"Hello from {name}. You said: {last user text}"`, or
 //!   `"tok1 … tokN"` when the behaviour sets `reply_tokens`.
 //!
@@ -13,7 +15,8 @@
 //! output = content chunks of the answer.
 
 use bulwark_core::{
-    ChatRequest, ChatResponse, ContentBlock, Role, StopReason, StreamEvent, ToolChoice, Usage,
+    ChatRequest, ChatResponse, ContentBlock, ResponseFormat, Role, StopReason, StreamEvent,
+    ToolChoice, Usage,
 };
 use serde_json::{Map, Value};
 
@@ -53,6 +56,8 @@ impl Answer {
                 name: name.to_string(),
                 fragments: split_in_two(&args),
             }
+        } else if let Some(ResponseFormat::JsonSchema { schema, .. }) = &req.response_format {
+            AnswerBody::Text(vec![arguments_for(Some(schema)).to_string()])
         } else if let Some(n) = behavior.reply_tokens {
             AnswerBody::Text((1..=n).map(|i| numbered_token(i, n)).collect())
         } else {
@@ -440,6 +445,24 @@ mod tests {
             StreamEvent::ToolCallStart { index: 0, ref id, .. } if id == "toolu_7"
         ));
         assert_eq!(answer.usage.output_tokens, 3);
+    }
+
+    #[test]
+    fn a_json_schema_format_gets_a_json_answer_that_keeps_to_it() {
+        let mut req = request("weather?");
+        req.response_format = Some(ResponseFormat::JsonSchema {
+            name: "w".into(),
+            schema: serde_json::json!({"type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city", "days"]}),
+            strict: true,
+        });
+        let answer = Answer::build(&req, &Behavior::default(), Api::Anthropic, 1);
+        assert_eq!(
+            answer.body,
+            AnswerBody::Text(vec![r#"{"city":"example","days":1}"#.to_string()])
+        );
+        assert_eq!(answer.stop_reason(), StopReason::EndTurn);
     }
 
     #[test]

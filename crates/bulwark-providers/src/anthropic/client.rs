@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::client_stream::AnthropicStreamDecoder;
 use super::wire::{
     API_VERSION, ContentBlockParam, ImageSourceParam, MessageParam, MessageResponse,
-    MessagesRequest, MetadataParam, ResponseBlock, TextBlockParam, ToolChoiceParam, ToolParam,
-    UsageWire,
+    MessagesRequest, MetadataParam, OutputConfig, OutputFormat, ResponseBlock, TextBlockParam,
+    ToolChoiceParam, ToolParam, UsageWire,
 };
 use crate::{Adapter, StreamDecoder};
 
@@ -106,21 +106,22 @@ fn build_request<'a>(
     if req.seed.is_some() {
         return Err(UpstreamError::unsupported(KIND, "seed"));
     }
-    match req.response_format {
-        None | Some(ResponseFormat::Text) => {}
+    let output_config = match &req.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        // Anthropic has no "some JSON" mode, only a schema to keep to.
         Some(ResponseFormat::JsonObject) => {
             return Err(UpstreamError::unsupported(
                 KIND,
                 "response_format json_object",
             ));
         }
-        Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(UpstreamError::unsupported(
-                KIND,
-                "response_format json_schema",
-            ));
-        }
-    }
+        Some(ResponseFormat::JsonSchema { schema, .. }) => Some(OutputConfig {
+            format: OutputFormat {
+                kind: "json_schema",
+                schema,
+            },
+        }),
+    };
 
     let disable_parallel = req.parallel_tool_calls == Some(false);
     let tool_choice = match &req.tool_choice {
@@ -175,6 +176,7 @@ fn build_request<'a>(
         metadata: req.user.as_deref().map(|user_id| MetadataParam { user_id }),
         stream,
         cache_control: req.cache_control_at(CachePoint::Request),
+        output_config,
     })
 }
 
@@ -637,12 +639,36 @@ mod tests {
     }
 
     #[test]
+    fn a_json_schema_response_format_is_anthropic_structured_output() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                            "required": ["city"], "additionalProperties": false});
+        let req = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: "weather".into(),
+                schema: schema.clone(),
+                strict: false,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            encode(&req)["output_config"],
+            json!({"format": {"type": "json_schema", "schema": schema}})
+        );
+        let plain = ChatRequest {
+            messages: vec![Message::user_text("x")],
+            ..Default::default()
+        };
+        assert!(encode(&plain).get("output_config").is_none());
+    }
+
+    #[test]
     fn features_anthropic_lacks_are_unsupported() {
         let base = ChatRequest {
             messages: vec![Message::user_text("x")],
             ..Default::default()
         };
-        let cases: [(ChatRequest, &str); 5] = [
+        let cases: [(ChatRequest, &str); 4] = [
             (
                 ChatRequest {
                     presence_penalty: Some(0.5),
@@ -670,17 +696,6 @@ mod tests {
                     ..base.clone()
                 },
                 "json_object",
-            ),
-            (
-                ChatRequest {
-                    response_format: Some(ResponseFormat::JsonSchema {
-                        name: "x".into(),
-                        schema: json!({}),
-                        strict: true,
-                    }),
-                    ..base.clone()
-                },
-                "json_schema",
             ),
         ];
         for (req, feature) in cases {

@@ -11,7 +11,7 @@
 
 use bulwark_core::{
     CacheBreakpoint, CachePoint, ChatRequest, ContentBlock, GatewayError, ImageSource, Message,
-    Role, Tool, ToolChoice,
+    ResponseFormat, Role, Tool, ToolChoice,
 };
 use serde_json::Value;
 
@@ -88,8 +88,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             "container" => return Err(unsupported(path, "containers")),
             "mcp_servers" if is_empty_array(val) => {}
             "mcp_servers" => return Err(unsupported(path, "MCP servers")),
-            "output_config" if is_empty_object(val) => {}
-            "output_config" => return Err(unsupported(path, "output_config")),
+            "output_config" => req.response_format = decode_output_config(val)?,
             "speed" => match string(val, path)? {
                 "standard" => {}
                 other => return Err(unsupported(path, &format!("speed '{other}'"))),
@@ -118,6 +117,42 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     req.messages = messages.ok_or_else(|| missing("messages"))?;
     req.cache_control = cache_breakpoints(&obj)?;
     Ok(req)
+}
+
+/// `output_config`: its `format` (structured output: `{"type": "json_schema",
+/// "schema": …}`) becomes the neutral JSON-schema response format, which every
+/// provider kind can be asked for. `effort` has no counterpart elsewhere and is
+/// refused by name unless null.
+fn decode_output_config(val: &Value) -> Result<Option<ResponseFormat>, GatewayError> {
+    let config = object(val, "output_config")?;
+    only_keys(config, "output_config", &["format", "effort"])?;
+    if config.get("effort").is_some_and(|e| !e.is_null()) {
+        return Err(unsupported("output_config.effort", "effort"));
+    }
+    let format = match config.get("format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(format) => object(format, "output_config.format")?,
+    };
+    only_keys(format, "output_config.format", &["type", "schema"])?;
+    let kind = string(
+        required(format, "type", "output_config.format")?,
+        "output_config.format.type",
+    )?;
+    if kind != "json_schema" {
+        return Err(invalid(
+            "output_config.format.type",
+            format!("Input should be 'json_schema', got '{kind}'"),
+        ));
+    }
+    let schema = required(format, "schema", "output_config.format")?;
+    object(schema, "output_config.format.schema")?;
+    Ok(Some(ResponseFormat::JsonSchema {
+        // OpenAI wants a name; Anthropic's format has none.
+        name: "output".to_string(),
+        schema: schema.clone(),
+        // Anthropic's structured output always keeps to the schema.
+        strict: true,
+    }))
 }
 
 /// Every `cache_control` of the request, by where it sits: the request's own, a
@@ -708,6 +743,57 @@ mod tests {
     }
 
     #[test]
+    fn structured_output_becomes_the_neutral_json_schema_format() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}},
+                            "required": ["city"], "additionalProperties": false});
+        let req = decode(with(
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            req.response_format,
+            Some(ResponseFormat::JsonSchema {
+                name: "output".into(),
+                schema: schema.clone(),
+                strict: true,
+            })
+        );
+        for nothing in [json!({}), json!({"format": null}), json!({"effort": null})] {
+            assert_eq!(
+                decode(with("output_config", nothing))
+                    .unwrap()
+                    .response_format,
+                None
+            );
+        }
+        let cases = [
+            (
+                json!({"format": {"type": "json_object"}}),
+                "output_config.format.type",
+            ),
+            (
+                json!({"format": {"type": "json_schema"}}),
+                "output_config.format.schema",
+            ),
+            (
+                json!({"format": {"type": "json_schema", "schema": "x"}}),
+                "output_config.format.schema",
+            ),
+            (
+                json!({"format": {"type": "json_schema", "schema": {}, "name": "x"}}),
+                "output_config.format.name",
+            ),
+            (json!({"verbosity": "low"}), "output_config.verbosity"),
+            (json!("json"), "output_config"),
+        ];
+        for (config, param) in cases {
+            let err = decode_err(with("output_config", config.clone()));
+            assert_eq!(err.param.as_deref(), Some(param), "{config}");
+        }
+    }
+
+    #[test]
     fn unsupported_features_are_named() {
         let cases = [
             (
@@ -722,7 +808,11 @@ mod tests {
                 "mcp_servers",
             ),
             ("service_tier", json!("priority"), "service_tier"),
-            ("output_config", json!({"effort": "high"}), "output_config"),
+            (
+                "output_config",
+                json!({"effort": "high"}),
+                "output_config.effort",
+            ),
             ("speed", json!("fast"), "speed"),
             (
                 "diagnostics",

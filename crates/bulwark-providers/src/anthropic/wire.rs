@@ -50,6 +50,23 @@ pub struct MessagesRequest<'a> {
     /// Prompt caching for the whole request (see `ChatRequest::cache_control`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<&'a Value>,
+    /// Structured output: the answer's text keeps to a JSON schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig<'a>>,
+}
+
+/// `{"format": {"type": "json_schema", "schema": …}}`.
+#[derive(Debug, Serialize)]
+pub struct OutputConfig<'a> {
+    pub format: OutputFormat<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutputFormat<'a> {
+    /// Always `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub schema: &'a Value,
 }
 
 /// One conversation turn. `content` is always the block-array form.
