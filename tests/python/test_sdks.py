@@ -512,6 +512,46 @@ def test_openai_sdk_stream_helper_assembles_a_tool_only_answer_as_openai_does(st
     assert json.loads(message.tool_calls[0].function.arguments) == {"location": "example"}
 
 
+def upstream_schema(call, kind):
+    """The JSON schema a structured-output request carried upstream, in that API's shape."""
+    body = call["body"]
+    if kind == "anthropic":
+        assert body["output_config"]["format"]["type"] == "json_schema"
+        return body["output_config"]["format"]["schema"]
+    if kind == "gemini":
+        assert body["generationConfig"]["responseMimeType"] == "application/json"
+        return body["generationConfig"]["responseJsonSchema"]
+    assert body["response_format"]["type"] == "json_schema"
+    return body["response_format"]["json_schema"]["schema"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_structured_output_from_both_sdks_reaches_every_upstream(stack, mock, kind):
+    """`messages.parse(output_format=…)` (Anthropic's `output_config.format`) and
+    `chat.completions.parse(response_format=…)` (OpenAI's `json_schema`) both reach
+    every provider kind as that provider's structured output, and both SDKs parse
+    the answer into the model."""
+    import pydantic
+
+    class Weather(pydantic.BaseModel):
+        location: str
+
+    message = anthropic_client(stack).messages.parse(
+        model=UPSTREAMS[kind][0], max_tokens=64,
+        messages=[{"role": "user", "content": "Weather in Paris?"}], output_format=Weather,
+    )
+    assert message.parsed_output == Weather(location="example")
+    assert upstream_schema(only_call(mock, kind), kind)["properties"]["location"]["type"] == "string"
+
+    mock.reset()
+    completion = openai_client(stack).chat.completions.parse(
+        model=UPSTREAMS[kind][0], messages=[{"role": "user", "content": "Weather in Paris?"}],
+        response_format=Weather,
+    )
+    assert completion.choices[0].message.parsed == Weather(location="example")
+    assert upstream_schema(only_call(mock, kind), kind)["required"] == ["location"]
+
+
 def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
     """`pydantic_function_tool` marks a tool strict, which is what makes OpenAI keep the
     arguments to the schema; the upstream must get it."""
