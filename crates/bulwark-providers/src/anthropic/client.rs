@@ -115,12 +115,24 @@ fn build_request<'a>(
                 "response_format json_object",
             ));
         }
-        Some(ResponseFormat::JsonSchema { schema, .. }) => Some(OutputConfig {
-            format: OutputFormat {
-                kind: "json_schema",
-                schema,
-            },
-        }),
+        Some(ResponseFormat::JsonSchema { schema, .. }) if structured_output_takes(schema) => {
+            Some(OutputConfig {
+                format: OutputFormat {
+                    kind: "json_schema",
+                    schema,
+                },
+            })
+        }
+        // Anthropic would answer 400, which reads as the caller's mistake: skip to a
+        // target that takes the schema as it is (OpenAI, Gemini).
+        Some(ResponseFormat::JsonSchema { .. }) => {
+            return Err(UpstreamError::unsupported(
+                KIND,
+                "a response_format json_schema outside Anthropic's structured-output subset \
+                 (every object with additionalProperties: false; no keywords such as \
+                 minimum, pattern or default)",
+            ));
+        }
     };
 
     let disable_parallel = req.parallel_tool_calls == Some(false);
@@ -178,6 +190,59 @@ fn build_request<'a>(
         cache_control: req.cache_control_at(CachePoint::Request),
         output_config,
     })
+}
+
+/// Whether Anthropic's structured output takes `schema` as it is: the JSON Schema
+/// subset its SDKs reduce a schema to before sending one (`transform_schema`). Every
+/// object closed with `additionalProperties: false`; keywords only from `type`
+/// (one of the JSON types), `properties`, `required`, `items`, `anyOf`, `allOf`,
+/// `enum`, `const`, `$ref`/`$defs`, `description`, `title`, a `format` from its list,
+/// and `minItems` of 0 or 1.
+fn structured_output_takes(schema: &Value) -> bool {
+    const FORMATS: [&str; 10] = [
+        "date-time",
+        "time",
+        "date",
+        "duration",
+        "email",
+        "hostname",
+        "uri",
+        "ipv4",
+        "ipv6",
+        "uuid",
+    ];
+    let Some(obj) = schema.as_object() else {
+        return false;
+    };
+    let each = |v: Option<&Value>, f: &dyn Fn(&Value) -> bool| match v {
+        None => true,
+        Some(Value::Array(items)) => items.iter().all(f),
+        Some(_) => false,
+    };
+    let all_values = |v: Option<&Value>| match v {
+        None => true,
+        Some(Value::Object(map)) => map.values().all(structured_output_takes),
+        Some(_) => false,
+    };
+    let is_object = obj.get("type").and_then(Value::as_str) == Some("object");
+    obj.iter().all(|(key, value)| match key.as_str() {
+        "type" => value.as_str().is_some_and(|t| {
+            [
+                "object", "array", "string", "integer", "number", "boolean", "null",
+            ]
+            .contains(&t)
+        }),
+        "description" | "title" => value.is_string(),
+        "$ref" => value.is_string(),
+        "enum" | "const" | "required" => true,
+        "format" => value.as_str().is_some_and(|f| FORMATS.contains(&f)),
+        "minItems" => value.as_u64().is_some_and(|n| n <= 1),
+        "additionalProperties" => value == &Value::Bool(false),
+        "items" => structured_output_takes(value),
+        "properties" | "$defs" => all_values(Some(value)),
+        "anyOf" | "allOf" => each(Some(value), &structured_output_takes),
+        _ => false,
+    }) && (!is_object || obj.get("additionalProperties") == Some(&Value::Bool(false)))
 }
 
 /// Anthropic requires an object schema with `"type": "object"`; OpenAI callers may
@@ -660,6 +725,63 @@ mod tests {
             ..Default::default()
         };
         assert!(encode(&plain).get("output_config").is_none());
+    }
+
+    #[test]
+    fn a_schema_outside_anthropics_subset_skips_the_target() {
+        let schema_req = |schema: Value| ChatRequest {
+            messages: vec![Message::user_text("x")],
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: "w".into(),
+                schema,
+                strict: true,
+            }),
+            ..Default::default()
+        };
+        let taken = [
+            json!({"type": "object", "properties": {"a": {"type": "string", "format": "date"}},
+                   "required": ["a"], "additionalProperties": false}),
+            // What the SDK's transform makes of a pydantic model with a nested one.
+            json!({"$defs": {"In": {"type": "object", "properties": {"n": {"type": "integer"}},
+                                    "additionalProperties": false, "title": "In"}},
+                   "type": "object", "title": "Out", "additionalProperties": false,
+                   "properties": {"in": {"$ref": "#/$defs/In"},
+                                  "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                  "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                                  "kind": {"enum": ["a", "b"]}}}),
+        ];
+        for schema in taken {
+            assert!(
+                adapter()
+                    .encode_request(&schema_req(schema.clone()), "m", false)
+                    .is_ok(),
+                "{schema}"
+            );
+        }
+        let skipped = [
+            // Not closed: Anthropic answers 400 "must be explicitly set to false".
+            json!({"type": "object", "properties": {"a": {"type": "string"}}}),
+            json!({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}},
+                   "additionalProperties": false}),
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"in": {"type": "object", "properties": {}}}}),
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"s": {"type": "string", "pattern": "^a"}}}),
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"s": {"type": "string", "default": "x"}}}),
+            json!({"oneOf": [{"type": "string"}]}),
+        ];
+        for schema in skipped {
+            let err = adapter()
+                .encode_request(&schema_req(schema.clone()), "m", false)
+                .unwrap_err();
+            assert_eq!(err.class, ErrorClass::Unsupported, "{schema}");
+            assert!(
+                err.message.contains("additionalProperties"),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]
