@@ -107,7 +107,8 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
                     "server-held conversation threads are not supported by this gateway: \
                      send the whole conversation in `messages` (the SDK's tool runner does \
                      so with `thread: false`)",
-                ));
+                )
+                .with_code(super::serve_encode::THREAD_UNSUPPORTED));
             }
             _ => return Err(extra(path)),
         }
@@ -150,9 +151,46 @@ fn decode_output_config(val: &Value) -> Result<Option<ResponseFormat>, GatewayEr
         // OpenAI wants a name; Anthropic's format has none.
         name: "output".to_string(),
         schema: schema.clone(),
-        // Anthropic's structured output always keeps to the schema.
-        strict: true,
+        // Anthropic's structured output always keeps to the schema; OpenAI does so
+        // (`strict`) only for a schema whose objects are closed and list every
+        // property as required, and answers 400 to `strict` on any other.
+        strict: openai_strict_takes(schema),
     }))
+}
+
+/// Whether OpenAI's strict structured output takes `schema`: every object in it has
+/// `additionalProperties: false` and all its properties in `required`.
+fn openai_strict_takes(schema: &Value) -> bool {
+    match schema {
+        Value::Array(items) => items.iter().all(openai_strict_takes),
+        Value::Object(obj) => {
+            let closed = match obj.get("properties").and_then(Value::as_object) {
+                Some(props) => {
+                    let required: Vec<&str> = obj
+                        .get("required")
+                        .and_then(Value::as_array)
+                        .map(|r| r.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    obj.get("additionalProperties") == Some(&Value::Bool(false))
+                        && props.keys().all(|k| required.contains(&k.as_str()))
+                }
+                None => {
+                    obj.get("type").and_then(Value::as_str) != Some("object")
+                        || obj.get("additionalProperties") == Some(&Value::Bool(false))
+                }
+            };
+            // Property names are keys, not schemas: look into their schemas only.
+            closed
+                && obj.iter().all(|(key, value)| match key.as_str() {
+                    "properties" | "$defs" | "definitions" => value
+                        .as_object()
+                        .is_none_or(|m| m.values().all(openai_strict_takes)),
+                    "enum" | "const" | "default" | "examples" | "required" => true,
+                    _ => openai_strict_takes(value),
+                })
+        }
+        _ => true,
+    }
 }
 
 /// Every `cache_control` of the request, by where it sits: the request's own, a
@@ -759,6 +797,37 @@ mod tests {
                 strict: true,
             })
         );
+        // A schema OpenAI's strict mode would refuse (an optional property, an open
+        // object) goes on without `strict`.
+        for (loose, strict) in [
+            (
+                json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                    "required": ["a"], "additionalProperties": false}),
+                false,
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"type": "object", "properties": {}}},
+                    "required": ["a"], "additionalProperties": false}),
+                false,
+            ),
+            (
+                json!({"type": "object", "properties": {"a": {"anyOf": [{"type": "null"},
+                    {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"],
+                     "additionalProperties": false}]}},
+                    "required": ["a"], "additionalProperties": false}),
+                true,
+            ),
+        ] {
+            let req = decode(with(
+                "output_config",
+                json!({"format": {"type": "json_schema", "schema": loose}}),
+            ))
+            .unwrap();
+            let Some(ResponseFormat::JsonSchema { strict: got, .. }) = req.response_format else {
+                panic!("no format");
+            };
+            assert_eq!(got, strict, "{loose}");
+        }
         for nothing in [json!({}), json!({"format": null}), json!({"effort": null})] {
             assert_eq!(
                 decode(with("output_config", nothing))
