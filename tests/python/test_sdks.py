@@ -372,6 +372,7 @@ def test_anthropic_sdk_errors_pair_type_and_status_as_anthropic_does(stack, mock
     assert err.value.body["error"]["type"] == "invalid_request_error"
     message = err.value.body["error"]["message"]
     assert message.startswith("thread: ") and "not supported" in message and "thread: false" in message
+    assert err.value.body["error"]["details"] == {"error_code": "thread_unsupported_request", "unsupported": []}
     assert mock.calls() == []
     mock.fault({"kind": "status", "status": 401, "message": "bad key"}, api="anthropic")
     with pytest.raises(anthropic.APIStatusError) as err:
@@ -380,6 +381,29 @@ def test_anthropic_sdk_errors_pair_type_and_status_as_anthropic_does(stack, mock
         )
     assert err.value.status_code == 503
     assert err.value.body["error"]["type"] == "api_error"
+
+
+def test_anthropic_sdk_tool_runner_goes_without_a_thread_by_itself(stack, mock):
+    """The SDK's tool runner asks for a server-held thread first; Bulwark's refusal
+    carries the `thread_unsupported_request` code the runner recovers from, so it
+    resends whole conversations and finishes, with no `thread` reaching a provider."""
+    from anthropic import beta_tool
+
+    @beta_tool
+    def get_weather(location: str) -> str:
+        """Weather for a city."""
+        assert location == "example"
+        return TOOL_RESULT
+
+    runner = anthropic_client(stack).beta.messages.tool_runner(
+        model="anthropic/claude-test", max_tokens=256, tools=[get_weather],
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    final = runner.until_done()
+    assert final.content[-1].text == f"The tool said: {TOOL_RESULT}"
+    bodies = [c["body"] for c in mock.calls()]
+    assert len(bodies) == 2
+    assert all("thread" not in body for body in bodies)
 
 
 def test_anthropic_sdk_prompt_cache_breakpoints_reach_an_anthropic_upstream(stack, mock):
@@ -533,14 +557,20 @@ def test_structured_output_from_both_sdks_reaches_every_upstream(stack, mock, ki
     the answer into the model."""
     import pydantic
 
+    class Place(pydantic.BaseModel):
+        city: str
+
     class Weather(pydantic.BaseModel):
         location: str
+        days: int | None
+        places: list[Place]
 
+    expected = Weather(location="example", days=1, places=[])
     message = anthropic_client(stack).messages.parse(
         model=UPSTREAMS[kind][0], max_tokens=64,
         messages=[{"role": "user", "content": "Weather in Paris?"}], output_format=Weather,
     )
-    assert message.parsed_output == Weather(location="example")
+    assert message.parsed_output == expected
     assert upstream_schema(only_call(mock, kind), kind)["properties"]["location"]["type"] == "string"
 
     mock.reset()
@@ -548,8 +578,8 @@ def test_structured_output_from_both_sdks_reaches_every_upstream(stack, mock, ki
         model=UPSTREAMS[kind][0], messages=[{"role": "user", "content": "Weather in Paris?"}],
         response_format=Weather,
     )
-    assert completion.choices[0].message.parsed == Weather(location="example")
-    assert upstream_schema(only_call(mock, kind), kind)["required"] == ["location"]
+    assert completion.choices[0].message.parsed == expected
+    assert upstream_schema(only_call(mock, kind), kind)["required"] == ["location", "days", "places"]
 
 
 def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):

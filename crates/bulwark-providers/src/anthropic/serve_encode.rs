@@ -271,6 +271,7 @@ impl StreamEncoder {
                 error: super::wire::ErrorObject {
                     kind: error_type(err.kind).to_owned(),
                     message: error_message(err),
+                    details: None,
                 },
             },
         );
@@ -365,8 +366,21 @@ fn push(out: &mut Vec<SseFrame>, event: &StreamEventWire) {
 
 /// `{"type": "error", "error": {"type", "message"}}`
 pub fn error_body(err: &GatewayError) -> Vec<u8> {
-    to_json(&ErrorBody::new(error_type(err.kind), error_message(err))).into_bytes()
+    let mut body = ErrorBody::new(error_type(err.kind), error_message(err));
+    // Anthropic's `thread_unsupported_request` names what a thread cannot go with;
+    // the SDKs' tool runners then resend the whole conversation without `thread`.
+    // Here every request is one: an empty list.
+    if err.code.as_deref() == Some(THREAD_UNSUPPORTED) {
+        body.error.details = Some(serde_json::json!({
+            "error_code": THREAD_UNSUPPORTED,
+            "unsupported": [],
+        }));
+    }
+    to_json(&body).into_bytes()
 }
+
+/// The `error_code` (and [`GatewayError::code`]) of a request with a `thread`.
+pub(crate) const THREAD_UNSUPPORTED: &str = "thread_unsupported_request";
 
 /// The Anthropic error type for a caller-facing error kind.
 fn error_type(kind: ErrorKind) -> &'static str {

@@ -351,6 +351,7 @@ impl ErrorBody {
             error: ErrorObject {
                 kind: error_type.into(),
                 message: message.into(),
+                details: None,
             },
             request_id: None,
         }
@@ -372,6 +373,10 @@ pub struct ErrorObject {
     pub kind: String,
     #[serde(default)]
     pub message: String,
+    /// A machine-readable reason beside the type (`{"error_code": …}`), which some
+    /// SDK helpers act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 #[cfg(test)]
