@@ -111,8 +111,16 @@ pub(crate) fn check_not_emptied(kind: &str, req: &ChatRequest) -> Result<(), Ups
             .iter()
             .all(|b| matches!(b, ContentBlock::Text { text } if text.is_empty()))
     };
-    let ends_with_user = req.messages.last().is_some_and(|m| m.role == Role::User);
-    match req.messages.iter().rev().find(|m| !empty(m)) {
+    // Trailing empty assistant turns are an empty prefill, which is no prefill.
+    let mut turns = req.messages.as_slice();
+    while let [rest @ .., last] = turns
+        && last.role == Role::Assistant
+        && empty(&last)
+    {
+        turns = rest;
+    }
+    let ends_with_user = turns.last().is_some_and(|m| m.role == Role::User);
+    match turns.iter().rev().find(|m| !empty(m)) {
         None => Err(UpstreamError::unsupported(
             kind,
             "a conversation whose every message is empty",
@@ -703,10 +711,16 @@ mod emptied_tests {
     #[test]
     fn a_conversation_that_dropping_empty_turns_would_change_is_unsupported() {
         use Role::{Assistant, User};
-        let changed: [Vec<Message>; 3] = [
+        let changed: [Vec<Message>; 4] = [
             vec![text(User, "")],
             vec![text(User, ""), text(Assistant, "")],
             vec![text(User, "hi"), text(Assistant, "hello"), text(User, "")],
+            vec![
+                text(User, "hi"),
+                text(Assistant, "x"),
+                text(User, ""),
+                text(Assistant, ""),
+            ],
         ];
         let unchanged: [Vec<Message>; 4] = [
             vec![text(User, "hi")],
