@@ -244,29 +244,64 @@ fn tool_to_call(req: &ChatRequest) -> Option<(&str, Option<&Value>)> {
 
 /// An arguments object with each `required` property filled by its type.
 fn arguments_for(schema: Option<&Value>) -> Value {
+    match schema {
+        Some(schema) => object_for(schema, schema, 0),
+        None => Value::Object(Map::new()),
+    }
+}
+
+/// How deep a value is filled: a schema that refers to itself ends here.
+const MAX_DEPTH: usize = 8;
+
+/// `schema`'s `required` properties, each filled by [`example_value`]; `root` is the
+/// whole schema, against which `$ref`s resolve.
+fn object_for(schema: &Value, root: &Value, depth: usize) -> Value {
     let mut args = Map::new();
-    let Some(schema) = schema else {
-        return Value::Object(args);
-    };
     let properties = schema.get("properties");
     let required = schema.get("required").and_then(Value::as_array);
     for name in required.into_iter().flatten().filter_map(Value::as_str) {
         let prop = properties.and_then(|p| p.get(name));
-        args.insert(name.to_string(), example_value(prop));
+        args.insert(name.to_string(), example_value(prop, root, depth + 1));
     }
     Value::Object(args)
 }
 
-fn example_value(prop: Option<&Value>) -> Value {
+/// A value `prop` accepts: an `enum`'s or `const`'s own, the first alternative of
+/// an `anyOf`/`oneOf` that is not null, the schema a `$ref` names (`#/$defs/…`),
+/// else by `type` (string `"example"`, number `1`, boolean `true`, object with its
+/// required properties, array with one item when `minItems` asks for one).
+fn example_value(prop: Option<&Value>, root: &Value, depth: usize) -> Value {
     let Some(prop) = prop else {
         return Value::String("example".into());
     };
+    if depth > MAX_DEPTH {
+        return Value::Null;
+    }
+    if let Some(target) = prop
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| resolve(root, r))
+    {
+        return example_value(Some(target), root, depth + 1);
+    }
+    let alternatives = ["anyOf", "oneOf", "allOf"]
+        .iter()
+        .find_map(|k| prop.get(*k).and_then(Value::as_array));
+    if let Some(alternatives) = alternatives {
+        let not_null = alternatives
+            .iter()
+            .find(|a| a.get("type").and_then(Value::as_str) != Some("null"));
+        return example_value(not_null.or(alternatives.first()), root, depth + 1);
+    }
     if let Some(first) = prop
         .get("enum")
         .and_then(Value::as_array)
         .and_then(|e| e.first())
     {
         return first.clone();
+    }
+    if let Some(value) = prop.get("const") {
+        return value.clone();
     }
     // `type` may be a list (`["string", "null"]`): the first non-null one wins.
     let ty = match prop.get("type") {
@@ -280,11 +315,23 @@ fn example_value(prop: Option<&Value>) -> Value {
     match ty.map(str::to_ascii_lowercase).as_deref() {
         Some("number" | "integer") => Value::from(1),
         Some("boolean") => Value::Bool(true),
-        Some("array") => Value::Array(Vec::new()),
-        Some("object") => Value::Object(Map::new()),
+        Some("array") => {
+            let wanted = prop.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let item = example_value(prop.get("items"), root, depth + 1);
+            Value::Array(if wanted > 0 { vec![item] } else { Vec::new() })
+        }
+        Some("object") => object_for(prop, root, depth),
         Some("null") => Value::Null,
         _ => Value::String("example".into()),
     }
+}
+
+/// The schema a local `$ref` (`#/$defs/Name`, `#/definitions/Name`) points at.
+fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    reference
+        .strip_prefix("#/")?
+        .split('/')
+        .try_fold(root, |node, key| node.get(key))
 }
 
 /// Two fragments (one if the text is a single character).
@@ -463,6 +510,40 @@ mod tests {
             AnswerBody::Text(vec![r#"{"city":"example","days":1}"#.to_string()])
         );
         assert_eq!(answer.stop_reason(), StopReason::EndTurn);
+    }
+
+    #[test]
+    fn nested_optional_and_referenced_properties_get_values_their_schema_takes() {
+        // What pydantic writes for a model with an optional int, a nested model and a
+        // list of at least one of them.
+        let schema = serde_json::json!({
+            "$defs": {"Place": {"type": "object", "title": "Place",
+                                "properties": {"city": {"type": "string"}, "zip": {"type": "integer"}},
+                                "required": ["city", "zip"]}},
+            "type": "object",
+            "properties": {
+                "days": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": null},
+                "place": {"$ref": "#/$defs/Place"},
+                "stops": {"type": "array", "items": {"$ref": "#/$defs/Place"}, "minItems": 1},
+                "unit": {"const": "C"},
+                "loop": {"$ref": "#"}
+            },
+            "required": ["days", "place", "stops", "unit", "loop"]
+        });
+        let value = arguments_for(Some(&schema));
+        let place = serde_json::json!({"city": "example", "zip": 1});
+        assert_eq!(value["days"], 1);
+        assert_eq!(value["place"], place);
+        assert_eq!(value["stops"], serde_json::json!([place]));
+        assert_eq!(value["unit"], "C");
+        // A schema that names itself stops filling at the depth limit.
+        let mut depth = 0;
+        let mut node = &value["loop"];
+        while node.is_object() {
+            node = &node["loop"];
+            depth += 1;
+        }
+        assert!(depth <= MAX_DEPTH, "{depth}");
     }
 
     #[test]
