@@ -581,6 +581,18 @@ def test_structured_output_from_both_sdks_reaches_every_upstream(stack, mock, ki
     assert completion.choices[0].message.parsed == expected
     assert upstream_schema(only_call(mock, kind), kind)["required"] == ["location", "days", "places"]
 
+    # Streamed, with each SDK's stream helper.
+    with anthropic_client(stack).messages.stream(
+        model=UPSTREAMS[kind][0], max_tokens=64,
+        messages=[{"role": "user", "content": "Weather in Paris?"}], output_format=Weather,
+    ) as stream:
+        assert stream.get_final_message().parsed_output == expected
+    with openai_client(stack).chat.completions.stream(
+        model=UPSTREAMS[kind][0], messages=[{"role": "user", "content": "Weather in Paris?"}],
+        response_format=Weather,
+    ) as stream:
+        assert stream.get_final_completion().choices[0].message.parsed == expected
+
 
 def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
     """`pydantic_function_tool` marks a tool strict, which is what makes OpenAI keep the
