@@ -357,6 +357,14 @@ def test_an_empty_message_goes_to_a_provider_that_takes_it(stack, mock):
     assert raw.parse().choices[0].message.role == "assistant"
     assert [c["api"] for c in mock.calls()] == ["openai"]
     assert mock.calls()[0]["body"]["messages"] == [{"role": "user", "content": ""}]
+    # With no target that takes it, a 400 says why, and no provider was called.
+    mock.reset()
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client(stack).chat.completions.create(
+            model="anthropic/claude-test", messages=[{"role": "user", "content": ""}]
+        )
+    assert "empty" in err.value.message and "anthropic" in err.value.message
+    assert mock.calls() == []
 
 
 def test_anthropic_sdk_errors_pair_type_and_status_as_anthropic_does(stack, mock):
