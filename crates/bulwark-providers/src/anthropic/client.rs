@@ -10,7 +10,7 @@ use bulwark_core::{
 };
 use http::HeaderMap;
 use http::header::HeaderValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::client_stream::AnthropicStreamDecoder;
 use super::wire::{
@@ -115,24 +115,24 @@ fn build_request<'a>(
                 "response_format json_object",
             ));
         }
-        Some(ResponseFormat::JsonSchema { schema, .. }) if structured_output_takes(schema) => {
-            Some(OutputConfig {
+        Some(ResponseFormat::JsonSchema { schema, .. }) => match structured_output(schema) {
+            Some(schema) => Some(OutputConfig {
                 format: OutputFormat {
                     kind: "json_schema",
                     schema,
                 },
-            })
-        }
-        // Anthropic would answer 400, which reads as the caller's mistake: skip to a
-        // target that takes the schema as it is (OpenAI, Gemini).
-        Some(ResponseFormat::JsonSchema { .. }) => {
-            return Err(UpstreamError::unsupported(
-                KIND,
-                "a response_format json_schema outside Anthropic's structured-output subset \
-                 (every object with additionalProperties: false; no keywords such as \
-                 minimum, pattern or default)",
-            ));
-        }
+            }),
+            // Anthropic would answer 400, which reads as the caller's mistake: skip to
+            // a target that takes the schema as it is (OpenAI, Gemini).
+            None => {
+                return Err(UpstreamError::unsupported(
+                    KIND,
+                    "a structured-output JSON schema outside Anthropic's subset (every \
+                     object with additionalProperties: false; no keywords such as minimum, \
+                     pattern or default)",
+                ));
+            }
+        },
     };
 
     let disable_parallel = req.parallel_tool_calls == Some(false);
@@ -192,13 +192,25 @@ fn build_request<'a>(
     })
 }
 
-/// Whether Anthropic's structured output takes `schema` as it is: the JSON Schema
-/// subset its SDKs reduce a schema to before sending one (`transform_schema`). Every
-/// object closed with `additionalProperties: false`; keywords only from `type`
-/// (one of the JSON types), `properties`, `required`, `items`, `anyOf`, `allOf`,
-/// `enum`, `const`, `$ref`/`$defs`, `description`, `title`, a `format` from its list,
-/// and `minItems` of 0 or 1.
-fn structured_output_takes(schema: &Value) -> bool {
+/// `schema` as Anthropic's structured output takes it, or `None` when it falls outside
+/// the JSON Schema subset Anthropic's SDKs reduce a schema to before sending it
+/// (`transform_schema`): every object closed with `additionalProperties: false`;
+/// keywords only from `type` (JSON type names, alone or in a list), `properties`,
+/// `required`, `items`, `anyOf`, `allOf`, `enum`, `const`, `$ref` with `$defs` or
+/// `definitions`, `description`, `title`, a `format` from its list, and `minItems` of
+/// 0 or 1. Rewritten on the way, as the SDKs do, where the meaning stays: the root's
+/// `$schema` (it names the dialect) is dropped, `oneOf` becomes `anyOf`, and the
+/// bounds zod writes for every integer (±(2^53 − 1)) are dropped.
+fn structured_output(schema: &Value) -> Option<Value> {
+    let mut root = schema.as_object()?.clone();
+    root.remove("$schema");
+    subset(&Value::Object(root))
+}
+
+fn subset(schema: &Value) -> Option<Value> {
+    const TYPES: [&str; 7] = [
+        "object", "array", "string", "integer", "number", "boolean", "null",
+    ];
     const FORMATS: [&str; 10] = [
         "date-time",
         "time",
@@ -211,38 +223,56 @@ fn structured_output_takes(schema: &Value) -> bool {
         "ipv6",
         "uuid",
     ];
-    let Some(obj) = schema.as_object() else {
-        return false;
+    const SAFE_INTEGER: i64 = (1 << 53) - 1;
+    let obj = schema.as_object()?;
+    let types: Vec<&str> = match obj.get("type") {
+        None => Vec::new(),
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(list)) => list.iter().map(Value::as_str).collect::<Option<_>>()?,
+        Some(_) => return None,
     };
-    let each = |v: Option<&Value>, f: &dyn Fn(&Value) -> bool| match v {
-        None => true,
-        Some(Value::Array(items)) => items.iter().all(f),
-        Some(_) => false,
+    if !types.iter().all(|t| TYPES.contains(t)) {
+        return None;
+    }
+    let schemas = |value: &Value| -> Option<Value> {
+        let list = value
+            .as_array()?
+            .iter()
+            .map(subset)
+            .collect::<Option<_>>()?;
+        Some(Value::Array(list))
     };
-    let all_values = |v: Option<&Value>| match v {
-        None => true,
-        Some(Value::Object(map)) => map.values().all(structured_output_takes),
-        Some(_) => false,
-    };
-    let is_object = obj.get("type").and_then(Value::as_str) == Some("object");
-    obj.iter().all(|(key, value)| match key.as_str() {
-        "type" => value.as_str().is_some_and(|t| {
-            [
-                "object", "array", "string", "integer", "number", "boolean", "null",
-            ]
-            .contains(&t)
-        }),
-        "description" | "title" => value.is_string(),
-        "$ref" => value.is_string(),
-        "enum" | "const" | "required" => true,
-        "format" => value.as_str().is_some_and(|f| FORMATS.contains(&f)),
-        "minItems" => value.as_u64().is_some_and(|n| n <= 1),
-        "additionalProperties" => value == &Value::Bool(false),
-        "items" => structured_output_takes(value),
-        "properties" | "$defs" => all_values(Some(value)),
-        "anyOf" | "allOf" => each(Some(value), &structured_output_takes),
-        _ => false,
-    }) && (!is_object || obj.get("additionalProperties") == Some(&Value::Bool(false)))
+    let mut out = Map::new();
+    for (key, value) in obj {
+        let (key, value) = match key.as_str() {
+            "type" | "enum" | "const" | "required" => (key.as_str(), value.clone()),
+            "description" | "title" | "$ref" if value.is_string() => (key.as_str(), value.clone()),
+            "format" if value.as_str().is_some_and(|f| FORMATS.contains(&f)) => {
+                (key.as_str(), value.clone())
+            }
+            "minItems" if value.as_u64().is_some_and(|n| n <= 1) => (key.as_str(), value.clone()),
+            "additionalProperties" if value == &Value::Bool(false) => (key.as_str(), value.clone()),
+            "items" => (key.as_str(), subset(value)?),
+            "properties" | "$defs" | "definitions" => {
+                let map = value
+                    .as_object()?
+                    .iter()
+                    .map(|(name, s)| Some((name.clone(), subset(s)?)))
+                    .collect::<Option<_>>()?;
+                (key.as_str(), Value::Object(map))
+            }
+            "anyOf" | "allOf" => (key.as_str(), schemas(value)?),
+            "oneOf" if !obj.contains_key("anyOf") => ("anyOf", schemas(value)?),
+            "minimum" if value.as_i64() == Some(-SAFE_INTEGER) => continue,
+            "maximum" if value.as_i64() == Some(SAFE_INTEGER) => continue,
+            _ => return None,
+        };
+        out.insert(key.to_string(), value);
+    }
+    if types.contains(&"object") && out.get("additionalProperties") != Some(&Value::Bool(false)) {
+        return None;
+    }
+    Some(Value::Object(out))
 }
 
 /// Anthropic requires an object schema with `"type": "object"`; OpenAI callers may
@@ -738,7 +768,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        let taken = [
+        let sent = |schema: Value| -> Result<Value, UpstreamError> {
+            let bytes = adapter().encode_request(&schema_req(schema), "m", false)?;
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            Ok(body["output_config"]["format"]["schema"].clone())
+        };
+        // Taken as they are.
+        let as_is = [
             json!({"type": "object", "properties": {"a": {"type": "string", "format": "date"}},
                    "required": ["a"], "additionalProperties": false}),
             // What the SDK's transform makes of a pydantic model with a nested one.
@@ -749,14 +785,32 @@ mod tests {
                                   "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                                   "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
                                   "kind": {"enum": ["a", "b"]}}}),
+            // zod's `.nullable()`, and older generators' `definitions`.
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"age": {"type": ["number", "null"]}, "p": {"$ref": "#/definitions/P"}},
+                   "definitions": {"P": {"type": "object", "properties": {}, "additionalProperties": false}}}),
         ];
-        for schema in taken {
-            assert!(
-                adapter()
-                    .encode_request(&schema_req(schema.clone()), "m", false)
-                    .is_ok(),
-                "{schema}"
-            );
+        for schema in as_is {
+            assert_eq!(sent(schema.clone()).unwrap(), schema);
+        }
+        // Rewritten where the meaning stays, as the SDKs do.
+        let rewritten = [
+            (
+                // zod via the OpenAI helper: the dialect, and its bounds for any integer.
+                json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                       "properties": {"n": {"type": "integer", "minimum": -9007199254740991_i64,
+                                            "maximum": 9007199254740991_i64}},
+                       "required": ["n"], "additionalProperties": false}),
+                json!({"type": "object", "properties": {"n": {"type": "integer"}},
+                       "required": ["n"], "additionalProperties": false}),
+            ),
+            (
+                json!({"oneOf": [{"type": "string"}, {"type": "integer"}]}),
+                json!({"anyOf": [{"type": "string"}, {"type": "integer"}]}),
+            ),
+        ];
+        for (schema, expected) in rewritten {
+            assert_eq!(sent(schema).unwrap(), expected);
         }
         let skipped = [
             // Not closed: Anthropic answers 400 "must be explicitly set to false".
@@ -765,16 +819,17 @@ mod tests {
                    "additionalProperties": false}),
             json!({"type": "object", "additionalProperties": false,
                    "properties": {"in": {"type": "object", "properties": {}}}}),
+            json!({"type": ["object", "null"], "properties": {}}),
             json!({"type": "object", "additionalProperties": false,
                    "properties": {"s": {"type": "string", "pattern": "^a"}}}),
             json!({"type": "object", "additionalProperties": false,
                    "properties": {"s": {"type": "string", "default": "x"}}}),
-            json!({"oneOf": [{"type": "string"}]}),
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"s": {"type": "string", "$schema": "x"}}}),
+            json!({"type": "tuple"}),
         ];
         for schema in skipped {
-            let err = adapter()
-                .encode_request(&schema_req(schema.clone()), "m", false)
-                .unwrap_err();
+            let err = sent(schema.clone()).unwrap_err();
             assert_eq!(err.class, ErrorClass::Unsupported, "{schema}");
             assert!(
                 err.message.contains("additionalProperties"),

@@ -52,21 +52,21 @@ pub struct MessagesRequest<'a> {
     pub cache_control: Option<&'a Value>,
     /// Structured output: the answer's text keeps to a JSON schema.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_config: Option<OutputConfig<'a>>,
+    pub output_config: Option<OutputConfig>,
 }
 
 /// `{"format": {"type": "json_schema", "schema": …}}`.
 #[derive(Debug, Serialize)]
-pub struct OutputConfig<'a> {
-    pub format: OutputFormat<'a>,
+pub struct OutputConfig {
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Serialize)]
-pub struct OutputFormat<'a> {
+pub struct OutputFormat {
     /// Always `json_schema`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub schema: &'a Value,
+    pub schema: Value,
 }
 
 /// One conversation turn. `content` is always the block-array form.
