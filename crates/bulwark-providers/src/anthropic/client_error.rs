@@ -29,6 +29,7 @@ const RATE_LIMIT_FAMILIES: [&str; 4] = ["requests", "tokens", "input-tokens", "o
 /// | 429 otherwise (`rate_limit_error`) | `Throttled` |
 /// | 400 (or other 4xx) whose message says "prompt is too long" / context limit exceeded | `ContextWindow` |
 /// | 400 (or other 4xx) whose message says credit balance / spend or usage limit | `Quota` |
+/// | 400 (or other 4xx) whose message names `output_config` (a model without structured output, a schema it will not take) | `Unsupported` |
 /// | 400, 404, 413, 422 and other 4xx | `InvalidRequest` |
 /// | anything else (1xx, 3xx) | `Protocol` |
 ///
@@ -82,6 +83,8 @@ fn classify(status: Option<u16>, error_type: &str, message: &str, has_wait: bool
         Some(429) => ErrorClass::Throttled,
         Some(400..=499) if mentions_context_window(&lower) => ErrorClass::ContextWindow,
         Some(400..=499) if out_of_money => ErrorClass::Quota,
+        // Structured output this model or this schema cannot have: another target may.
+        Some(400..=499) if lower.contains("output_config") => ErrorClass::Unsupported,
         Some(400..=499) => ErrorClass::InvalidRequest,
         Some(_) => ErrorClass::Protocol,
         None => match error_type {
@@ -372,6 +375,27 @@ mod tests {
         assert_eq!(err.class, ErrorClass::ContextWindow);
         assert_eq!(err.status, Some(400));
         assert!(err.message.contains("208310"));
+    }
+
+    #[test]
+    fn a_refused_structured_output_is_unsupported_so_another_target_may_serve() {
+        for message in [
+            "output_config.format: structured outputs are not supported for this model",
+            "output_config.format.schema: For 'object' type, 'additionalProperties' must be explicitly set to false",
+        ] {
+            let err = map_error(
+                400,
+                &HeaderMap::new(),
+                &body("invalid_request_error", message),
+            );
+            assert_eq!(err.class, ErrorClass::Unsupported, "{message}");
+        }
+        let other = map_error(
+            400,
+            &HeaderMap::new(),
+            &body("invalid_request_error", "max_tokens: Field required"),
+        );
+        assert_eq!(other.class, ErrorClass::InvalidRequest);
     }
 
     #[test]
