@@ -602,6 +602,27 @@ def test_structured_output_from_both_sdks_reaches_every_upstream(stack, mock, ki
         assert stream.get_final_completion().choices[0].message.parsed == expected
 
 
+def test_a_model_without_structured_output_hands_the_request_to_the_next_target(stack, mock):
+    """An Anthropic model that refuses `output_config` is a target that cannot serve
+    this request, not the caller's mistake: the route's next target answers."""
+    import pydantic
+
+    class Weather(pydantic.BaseModel):
+        location: str
+
+    mock.fault(
+        {"kind": "status", "status": 400,
+         "message": "output_config.format: structured outputs are not supported for this model"},
+        times=1, api="anthropic",
+    )
+    raw = openai_client(stack).chat.completions.with_raw_response.parse(
+        model="chat", messages=[{"role": "user", "content": "Weather in Paris?"}], response_format=Weather,
+    )
+    assert raw.headers["x-bulwark-provider"] == "openai"
+    assert raw.parse().choices[0].message.parsed == Weather(location="example")
+    assert [c["api"] for c in mock.calls()] == ["anthropic", "openai"]
+
+
 def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
     """`pydantic_function_tool` marks a tool strict, which is what makes OpenAI keep the
     arguments to the schema; the upstream must get it."""
