@@ -21,6 +21,17 @@ fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The journal's last sequence number and a wall-clock time strictly after it was
+/// written and strictly before anything written next: a point-in-time restore
+/// target. (Restore reads wall-clock record times, so this waits in real time.)
+async fn cut_after(journal: &Journal) -> (i64, SystemTime) {
+    let seq = journal.health().last_seq;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    (seq, cut)
+}
+
 async fn write_requests(journal: &Journal, prefix: &str, n: usize) {
     for i in 0..n {
         let id = format!("{prefix}-{i}");
@@ -198,10 +209,7 @@ async fn restore_at_a_time_stops_at_the_first_later_record() {
     backup.run_once().await.unwrap();
     write_requests(&journal, "middle", 2).await;
     backup.ship().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut = SystemTime::now();
-    let seq_at_cut = journal.health().last_seq;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (seq_at_cut, cut) = cut_after(&journal).await;
     write_requests(&journal, "late", 2).await;
     backup.ship().await.unwrap();
     journal.close().await.unwrap();
@@ -429,10 +437,7 @@ async fn restore_between_two_snapshots_finds_every_record_up_to_its_time() {
     backup.ship().await.unwrap();
     // Written after the last segment, then a new snapshot is due.
     write_requests(&journal, "unshipped", 2).await;
-    let seq_at_cut = journal.health().last_seq;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (seq_at_cut, cut) = cut_after(&journal).await;
     let second = backup.run_once().await.unwrap();
     assert!(second.snapshot.is_some());
     write_requests(&journal, "late", 1).await;
@@ -527,17 +532,11 @@ async fn segments_stay_unbroken_across_a_restart_and_after_an_empty_first_snapsh
     // The first snapshot, of a journal with nothing in it yet.
     backup.run_once().await.unwrap();
     write_requests(&journal, "early", 2).await;
-    let early_seq = journal.health().last_seq;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut_early = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (early_seq, cut_early) = cut_after(&journal).await;
     // A due run: what the empty snapshot lacks must reach a segment first.
     backup.run_once().await.unwrap();
     write_requests(&journal, "middle", 2).await;
-    let middle_seq = journal.health().last_seq;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let cut_middle = SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (middle_seq, cut_middle) = cut_after(&journal).await;
     // A snapshot taken, then the process stops before shipping what it holds.
     backup.snapshot().await.unwrap();
     drop(backup);

@@ -215,7 +215,7 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
         Ok(())
     };
     take(obj.get("cache_control"), String::new(), CachePoint::Request)?;
-    let items = |key: &str| obj.get(key).and_then(Value::as_array).into_iter().flatten();
+    let items = |key: &str| elements(obj.get(key));
     for (i, block) in items("system").enumerate() {
         take(
             block.get("cache_control"),
@@ -231,12 +231,7 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
         )?;
     }
     for (i, message) in items("messages").enumerate() {
-        let blocks = message
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten();
-        for (j, block) in blocks.enumerate() {
+        for (j, block) in elements(message.get("content")).enumerate() {
             let at = CachePoint::Block {
                 message: i,
                 block: j,
@@ -246,12 +241,7 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
                 format!("messages.{i}.content.{j}."),
                 at,
             )?;
-            let parts = block
-                .get("content")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
-            for (k, part) in parts.enumerate() {
+            for (k, part) in elements(block.get("content")).enumerate() {
                 let at = CachePoint::Part {
                     message: i,
                     block: j,
@@ -263,6 +253,12 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
         }
     }
     Ok(found)
+}
+
+/// The elements of an array value; none when it is absent or not an array (the
+/// decoders report those).
+fn elements(value: Option<&Value>) -> impl Iterator<Item = &Value> {
+    value.and_then(Value::as_array).into_iter().flatten()
 }
 
 fn decode_messages(val: &Value) -> Result<Vec<Message>, GatewayError> {
