@@ -357,9 +357,17 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "{n} has no unit: write \"{n}s\" for seconds or \"{n}ms\" for milliseconds"
                 )));
             }
+            // Named by its kind only: a map here is usually a mis-indented block, and
+            // its values (keys, after `${VAR}` expansion) must not reach the message.
             other => {
+                let kind = match other {
+                    serde_json::Value::Object(_) => "a map",
+                    serde_json::Value::Array(_) => "a list",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "nothing",
+                };
                 return Err(serde::de::Error::custom(format!(
-                    "{other} is not a duration like `500ms`, `30s` or `5m`"
+                    "{kind} is not a duration: write one like `500ms`, `30s` or `5m`"
                 )));
             }
         };

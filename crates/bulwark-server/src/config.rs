@@ -600,6 +600,17 @@ routes:
         assert!(!err.contains("canary"), "{err}");
     }
 
+    /// A block mis-indented under a duration field is named by its kind, and what
+    /// it holds (keys, once `${VAR}` is expanded) stays out of the message.
+    #[test]
+    fn a_map_where_a_duration_goes_is_named_without_quoting_it() {
+        let text = "providers:\n  - name: a\n    kind: openai\n    health_check:\n      timeout:\n        api_key: sk-canary-123\nroutes: []\n";
+        let err = parse_str(text).unwrap_err().to_string();
+        assert!(err.contains("a map is not a duration"), "{err}");
+        assert!(err.contains("timeout"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
+    }
+
     #[test]
     fn unset_variable_names_field_and_variable() {
         let text = ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "${MISSING_KEY}");
