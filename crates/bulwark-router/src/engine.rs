@@ -127,7 +127,11 @@ impl Router {
         let total = opts.timeout.map_or(route.policy.timeouts.total, |t| {
             t.min(route.policy.timeouts.total)
         });
-        Instant::now() + total
+        // A `total` past what the clock can add (`100000000y` parses) waits a year:
+        // far enough to mean "no deadline", and no overflow.
+        let now = Instant::now();
+        now.checked_add(total)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
     }
 
     async fn run(

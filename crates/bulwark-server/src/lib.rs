@@ -204,7 +204,7 @@ pub async fn serve(
         .chain([bulwark_core::config::TimeoutsConfig::default().total.0])
         .max()
         .unwrap_or_default()
-        + Duration::from_secs(5);
+        .saturating_add(Duration::from_secs(5));
     let app = build_app(state);
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "bulwark listening on http://{addr}");

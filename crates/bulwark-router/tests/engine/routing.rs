@@ -307,3 +307,20 @@ async fn quota_makes_a_target_unusable_until_a_probe_clears_it() {
         "quota is not a health failure"
     );
 }
+
+/// A route `total` larger than the clock can add to now (`100000000y` parses) is "no
+/// deadline", not a panic on every request.
+#[tokio::test(start_paused = true)]
+async fn a_total_past_what_the_clock_can_add_still_serves() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| ok());
+    let mut r = route("chat", vec![target("a")]);
+    r.timeouts.total = bulwark_core::config::HumanDuration(Duration::from_secs(u64::MAX));
+    let h = harness(epoch, vec![r], &[("a", &a)], roomy_budget(), tuning());
+    let served = h
+        .router
+        .chat(&h.route("chat"), &request(), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(served.provider, "a");
+}
