@@ -198,7 +198,7 @@ fn openai_strict_takes(schema: &Value) -> bool {
 /// those arrays one to one, so an index here is the neutral request's index too.
 fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError> {
     let mut found = Vec::new();
-    let mut take = |control: Option<&Value>, path: String, at: CachePoint| {
+    let mut take = |control: Option<&Value>, at: CachePoint| {
         match control {
             None | Some(Value::Null) => {}
             Some(control @ Value::Object(_)) => found.push(CacheBreakpoint {
@@ -207,39 +207,29 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
             }),
             Some(_) => {
                 return Err(invalid(
-                    &format!("{path}cache_control"),
+                    &format!("{}cache_control", field_path(at)),
                     "Input should be a valid dictionary",
                 ));
             }
         }
         Ok(())
     };
-    take(obj.get("cache_control"), String::new(), CachePoint::Request)?;
+    take(obj.get("cache_control"), CachePoint::Request)?;
     let items = |key: &str| elements(obj.get(key));
     for (i, block) in items("system").enumerate() {
-        take(
-            block.get("cache_control"),
-            format!("system.{i}."),
-            CachePoint::System(i),
-        )?;
+        take(block.get("cache_control"), CachePoint::System(i))?;
     }
     for (i, tool) in items("tools").enumerate() {
-        take(
-            tool.get("cache_control"),
-            format!("tools.{i}."),
-            CachePoint::Tool(i),
-        )?;
+        take(tool.get("cache_control"), CachePoint::Tool(i))?;
     }
     for (i, message) in items("messages").enumerate() {
         for (j, block) in elements(message.get("content")).enumerate() {
-            let at = CachePoint::Block {
-                message: i,
-                block: j,
-            };
             take(
                 block.get("cache_control"),
-                format!("messages.{i}.content.{j}."),
-                at,
+                CachePoint::Block {
+                    message: i,
+                    block: j,
+                },
             )?;
             for (k, part) in elements(block.get("content")).enumerate() {
                 let at = CachePoint::Part {
@@ -247,12 +237,27 @@ fn cache_breakpoints(obj: &Object) -> Result<Vec<CacheBreakpoint>, GatewayError>
                     block: j,
                     part: k,
                 };
-                let path = format!("messages.{i}.content.{j}.content.{k}.");
-                take(part.get("cache_control"), path, at)?;
+                take(part.get("cache_control"), at)?;
             }
         }
     }
     Ok(found)
+}
+
+/// Where a breakpoint sits, as the request's field path up to `cache_control`
+/// (made only for an error message).
+fn field_path(at: CachePoint) -> String {
+    match at {
+        CachePoint::Request => String::new(),
+        CachePoint::System(i) => format!("system.{i}."),
+        CachePoint::Tool(i) => format!("tools.{i}."),
+        CachePoint::Block { message, block } => format!("messages.{message}.content.{block}."),
+        CachePoint::Part {
+            message,
+            block,
+            part,
+        } => format!("messages.{message}.content.{block}.content.{part}."),
+    }
 }
 
 /// The elements of an array value; none when it is absent or not an array (the
@@ -1061,6 +1066,36 @@ mod tests {
             Some("messages.0.content.0.cache_control"),
             "{err}"
         );
+        // Every other place, named by its own path.
+        let bad = json!("yes");
+        let result = json!({"type": "tool_result", "tool_use_id": "t",
+                            "content": [{"type": "text", "text": "r", "cache_control": bad}]});
+        for (body, param) in [
+            (json!({"cache_control": bad}), "cache_control"),
+            (
+                json!({"system": [{"type": "text", "text": "s", "cache_control": bad}]}),
+                "system.0.cache_control",
+            ),
+            (
+                json!({"tools": [{"name": "t", "input_schema": {"type": "object"}, "cache_control": bad}]}),
+                "tools.0.cache_control",
+            ),
+            (
+                json!({"messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "t", "input": {}}]},
+                {"role": "user", "content": [result]}]}),
+                "messages.2.content.0.content.0.cache_control",
+            ),
+        ] {
+            let mut request = json!({"model": "claude", "max_tokens": 100,
+                                     "messages": [{"role": "user", "content": "x"}]});
+            for (key, value) in body.as_object().unwrap() {
+                request[key] = value.clone();
+            }
+            let err = decode(request).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{err}");
+        }
     }
 
     #[test]
