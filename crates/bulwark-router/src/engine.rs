@@ -148,6 +148,7 @@ impl Router {
         let mut attempts = 0u32;
         let mut last: Option<(UpstreamError, String)> = None;
         let mut skipped_open: Vec<usize> = Vec::new();
+        let mut skipped_unavailable = false;
         let mut throttled_until: Option<Instant> = None;
         // Smallest window a later target must exceed, after a context-window failure.
         let mut need_window: Option<u64> = None;
@@ -169,12 +170,14 @@ impl Router {
                 continue;
             }
             if health.quota_blocked() {
+                skipped_unavailable = true;
                 continue;
             }
             let (admission, transition) = health.breaker.try_acquire();
             health.on_transition(transition);
             if admission == Admission::Rejected {
                 skipped_open.push(ti);
+                skipped_unavailable = true;
                 continue;
             }
             let mut admission = Some(admission);
@@ -330,7 +333,9 @@ impl Router {
         // Every usable target had an open breaker: rather than refuse, try the one that
         // opened longest ago (it is the likeliest to have recovered). One forced trial
         // at a time per target: while one is out, the others are refused at once.
-        if attempts == 0 && !skipped_open.is_empty() && Instant::now() < deadline {
+        // Targets that could not take the request at all do not count: when the only
+        // ones that could are open, one of them still gets its trial.
+        if only_unsupported(&last) && !skipped_open.is_empty() && Instant::now() < deadline {
             let mut oldest_first = skipped_open;
             oldest_first.sort_by_key(|ti| route.targets[*ti].health.breaker.opened_at());
             let forced = oldest_first.into_iter().find_map(|ti| {
@@ -364,6 +369,16 @@ impl Router {
                     }
                 }
             }
+        }
+        // When the targets that could serve were skipped (open, rate-limited, out of
+        // quota), "unsupported" by the others would blame the caller for an outage:
+        // the answer is then "unavailable" (503) or "rate-limited" (429).
+        if last
+            .as_ref()
+            .is_some_and(|(e, _)| e.class == ErrorClass::Unsupported)
+            && (skipped_unavailable || throttled_until.is_some())
+        {
+            last = None;
         }
         Err(exhausted(route, last, attempts, throttled_until, false))
     }
@@ -742,6 +757,12 @@ pub(crate) fn humanize(d: Duration) -> String {
     } else {
         format!("{}ms", d.as_millis())
     }
+}
+
+/// No attempt so far failed for any reason but a feature the target lacks.
+fn only_unsupported(last: &Option<(UpstreamError, String)>) -> bool {
+    last.as_ref()
+        .is_none_or(|(e, _)| e.class == ErrorClass::Unsupported)
 }
 
 fn err_has_wait(last: &Option<(UpstreamError, String)>) -> bool {
