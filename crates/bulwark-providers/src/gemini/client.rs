@@ -121,8 +121,12 @@ fn model_path(model: &str) -> Cow<'_, str> {
 fn build_request(req: &ChatRequest) -> Result<GenerateContentRequest<'_>, UpstreamError> {
     // `req.user` is an opaque end-user id, pure metadata: Gemini has no field for it
     // and it does not change the answer, so it is accepted and not sent.
-    if req.parallel_tool_calls == Some(false) {
-        // Gemini has no switch to limit the model to one call per turn.
+    if req.parallel_tool_calls == Some(false)
+        && !req.tools.is_empty()
+        && req.tool_choice != Some(ToolChoice::None)
+    {
+        // Gemini has no switch to limit the model to one call per turn. Without tools
+        // to call, the flag asks nothing.
         return Err(UpstreamError::unsupported(
             KIND,
             "parallel_tool_calls=false",
@@ -237,6 +241,8 @@ fn encode_block<'a>(
             }
         }
         ContentBlock::Image { source } => parts.push(image_part(source)?),
+        // Anthropic's reasoning, signed for Anthropic: Gemini cannot take it back.
+        ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
         ContentBlock::ToolUse { id, name, input } => {
             if role != Role::Assistant {
                 return Err(UpstreamError::new(
@@ -292,7 +298,10 @@ fn encode_block<'a>(
                     ContentBlock::Image { .. } => {
                         return Err(UpstreamError::unsupported(KIND, "images in tool results"));
                     }
-                    ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
+                    ContentBlock::ToolUse { .. }
+                    | ContentBlock::ToolResult { .. }
+                    | ContentBlock::Thinking { .. }
+                    | ContentBlock::RedactedThinking { .. } => {
                         return Err(UpstreamError::new(
                             ErrorClass::InvalidRequest,
                             format!(

@@ -110,6 +110,10 @@ fn full_request() -> ChatRequest {
         cache_control: Vec::new(),
         anthropic_beta: None,
         prompt_cache_key: None,
+        // Anthropic's: never sent to this provider.
+        thinking: Some(serde_json::json!({"type": "enabled", "budget_tokens": 2048})),
+        context_management: Some(serde_json::json!({"edits": []})),
+        effort: Some(serde_json::json!("high")),
     }
 }
 
@@ -225,6 +229,17 @@ fn refuses_what_gemini_cannot_express() {
     let err = a.encode_request(&req, "m", false).unwrap_err();
     assert_eq!(err.class, ErrorClass::Unsupported);
     assert!(err.message.contains("parallel_tool_calls"));
+    // Without a tool it may call, the flag asks nothing (LangChain and the AI SDK send
+    // it with structured output): the request goes.
+    for strip in [
+        |r: &mut ChatRequest| r.tools.clear(),
+        |r: &mut ChatRequest| r.tool_choice = Some(ToolChoice::None),
+    ] {
+        let mut req = full_request();
+        req.parallel_tool_calls = Some(false);
+        strip(&mut req);
+        a.encode_request(&req, "m", false).unwrap();
+    }
 
     let mut req = full_request();
     req.messages[0].content[1] = ContentBlock::Image {
