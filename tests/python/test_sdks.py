@@ -445,6 +445,76 @@ def test_anthropic_sdk_betas_reach_an_anthropic_upstream_only(stack, mock):
     assert "anthropic-beta" not in openai_call["headers"]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_extended_thinking_round_trips_as_claude_code_sends_it(stack, mock, kind, stream):
+    """Claude Code's defaults: `thinking`, `context_management` and `output_config.effort`.
+    An Anthropic upstream gets them as sent and its reasoning reaches the caller, signed;
+    sent back with a tool result, the signature still holds (the mock checks it, and that
+    the turn starts with it, as Anthropic does). The other upstreams answer without them."""
+    client = anthropic_client(stack)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    editing = {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
+    args = dict(
+        model=UPSTREAMS[kind][0], max_tokens=2048, system=SYSTEM, tools=ANTHROPIC_TOOLS,
+        thinking=thinking,
+        extra_body={"context_management": editing, "output_config": {"effort": "high"}},
+    )
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        with client.messages.stream(messages=messages, **args) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(messages=messages, **args)
+    body = only_call(mock, kind)["body"]
+    kinds = [b.type for b in msg.content]
+    if kind == "anthropic":
+        assert kinds == ["thinking", "tool_use"]
+        assert msg.content[0].thinking == "Thinking about: Weather in Paris?"
+        assert msg.content[0].signature.startswith("mock-signature-")
+        assert body["thinking"] == thinking
+        assert body["context_management"] == editing
+        assert body["output_config"] == {"effort": "high"}
+    else:
+        assert kinds == ["tool_use"]
+        sent = json.dumps(body)
+        for word in ("thinking", "context_management", "effort", "budget_tokens"):
+            assert word not in sent, (word, sent)
+
+    result = {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": msg.content[-1].id, "content": TOOL_RESULT}]}
+    mock.reset()
+    final = client.messages.create(
+        messages=messages + [{"role": "assistant", "content": msg.content}, result], **args)
+    assert final.content[-1].text == f"The tool said: {TOOL_RESULT}"
+    sent = only_call(mock, kind)["body"]
+    if kind == "anthropic":
+        assert sent["messages"][1]["content"][0] == msg.content[0].model_dump()
+        # A reasoning block changed on its way back is refused, as Anthropic refuses it.
+        forged = msg.content[0].model_copy(update={"thinking": "Something else."})
+        with pytest.raises(anthropic.BadRequestError, match="signature"):
+            client.messages.create(messages=messages + [
+                {"role": "assistant", "content": [forged, msg.content[-1]]}, result], **args)
+    else:
+        assert "thinking" not in json.dumps(sent)
+
+
+def test_a_system_message_mid_conversation_is_refused_in_words_claude_code_acts_on(stack, mock):
+    """Claude Code resends a mid-conversation system message as a user-turn reminder when
+    the 400 says the role is "not supported" (its check: /role .{0,2}system/)."""
+    import re
+
+    client = anthropic_client(stack)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(
+            model=UPSTREAMS["anthropic"][0], max_tokens=64,
+            messages=[{"role": "user", "content": "hi"}, {"role": "system", "content": "Skills: none."}],
+        )
+    message = err.value.body["error"]["message"]
+    assert "not supported" in message and re.search(r"role .{0,2}system", message), message
+    assert mock.calls() == []
+
+
 # ---------------------------------------------------------------- images
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

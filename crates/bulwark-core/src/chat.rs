@@ -45,6 +45,22 @@ pub struct ChatRequest {
     /// refuse a field they do not know).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache_key: Option<String>,
+    /// Anthropic's `thinking` (`{"type": "enabled", "budget_tokens": …}` or
+    /// `{"type": "adaptive"}`), as the caller gave it; `None` when absent or
+    /// disabled. Sent on to Anthropic upstreams. The other providers are asked for
+    /// the answer without it: how a model reasons is not the answer's shape, and
+    /// their switches for it (OpenAI's `reasoning_effort`) are refused by the models
+    /// that have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<serde_json::Value>,
+    /// Anthropic's `context_management` (context editing, a beta), as given: sent on
+    /// to Anthropic upstreams only, like `thinking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_management: Option<serde_json::Value>,
+    /// Anthropic's `output_config.effort`, as given: sent on to Anthropic upstreams
+    /// only, like `thinking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<serde_json::Value>,
 }
 
 /// One `cache_control` of a request: where it sat, and its value as given
@@ -128,6 +144,27 @@ pub enum ContentBlock {
         content: Vec<ContentBlock>,
         is_error: bool,
     },
+    /// The model's reasoning (Anthropic extended thinking), with the signature that
+    /// lets Anthropic check it when the caller sends it back in a later turn. Only
+    /// Anthropic upstreams produce it or take it back; the others leave it out.
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    /// Reasoning Anthropic encrypted (`redacted_thinking`), carried as given.
+    RedactedThinking {
+        data: String,
+    },
+}
+
+impl ContentBlock {
+    /// Anthropic's reasoning blocks, which only Anthropic upstreams take back.
+    pub fn is_thinking(&self) -> bool {
+        matches!(
+            self,
+            ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

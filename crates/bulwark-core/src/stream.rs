@@ -45,6 +45,21 @@ pub enum StreamEvent {
         stop_sequence: Option<String>,
         usage: Usage,
     },
+    /// A fragment of the model's reasoning (Anthropic `thinking_delta`). A
+    /// `ThinkingDelta` after anything but another `ThinkingDelta` begins a new
+    /// reasoning block.
+    ThinkingDelta {
+        text: String,
+    },
+    /// The signature that ends the current reasoning block (Anthropic
+    /// `signature_delta`).
+    ThinkingSignature {
+        signature: String,
+    },
+    /// A whole block of encrypted reasoning (Anthropic `redacted_thinking`).
+    RedactedThinking {
+        data: String,
+    },
     /// The prompt's token counts, when the upstream reports them before the answer
     /// (Anthropic's `message_start`); only an Anthropic-format caller has a place
     /// for them there. `Finish` still carries the whole usage.
@@ -63,6 +78,9 @@ impl StreamEvent {
                 | StreamEvent::RefusalDelta { .. }
                 | StreamEvent::ToolCallStart { .. }
                 | StreamEvent::ToolCallDelta { .. }
+                | StreamEvent::ThinkingDelta { .. }
+                | StreamEvent::ThinkingSignature { .. }
+                | StreamEvent::RedactedThinking { .. }
         )
     }
 }
@@ -121,6 +139,8 @@ pub struct StreamAccumulator {
     text: String,
     blocks: Vec<crate::ContentBlock>,
     tool_calls: Vec<(String, String, String)>,
+    /// The reasoning block being read: its text and, once it ended, its signature.
+    thinking: Option<(String, Option<String>)>,
     pub finish: Option<(StopReason, Option<String>, Usage)>,
 }
 
@@ -132,9 +152,11 @@ impl StreamAccumulator {
                 self.model.clone_from(model);
             }
             StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
+                self.flush_thinking();
                 self.text.push_str(text)
             }
             StreamEvent::ToolCallStart { index, id, name } => {
+                self.flush_thinking();
                 self.flush_text();
                 let i = *index as usize;
                 if self.tool_calls.len() <= i {
@@ -153,7 +175,43 @@ impl StreamAccumulator {
                 stop_sequence,
                 usage,
             } => self.finish = Some((*stop_reason, stop_sequence.clone(), *usage)),
+            StreamEvent::ThinkingDelta { text } => {
+                if !matches!(self.thinking, Some((_, None))) {
+                    self.flush_thinking();
+                    self.flush_text();
+                    self.thinking = Some((String::new(), None));
+                }
+                if let Some((thinking, _)) = &mut self.thinking {
+                    thinking.push_str(text);
+                }
+            }
+            StreamEvent::ThinkingSignature { signature } => {
+                match &mut self.thinking {
+                    Some((_, sig @ None)) => *sig = Some(signature.clone()),
+                    _ => {
+                        self.flush_thinking();
+                        self.flush_text();
+                        self.thinking = Some((String::new(), Some(signature.clone())));
+                    }
+                }
+                self.flush_thinking();
+            }
+            StreamEvent::RedactedThinking { data } => {
+                self.flush_thinking();
+                self.flush_text();
+                self.blocks
+                    .push(crate::ContentBlock::RedactedThinking { data: data.clone() });
+            }
             StreamEvent::PromptUsage { .. } => {}
+        }
+    }
+
+    fn flush_thinking(&mut self) {
+        if let Some((thinking, signature)) = self.thinking.take() {
+            self.blocks.push(crate::ContentBlock::Thinking {
+                thinking,
+                signature: signature.unwrap_or_default(),
+            });
         }
     }
 
@@ -168,6 +226,7 @@ impl StreamAccumulator {
     /// The complete response, or `None` when no `Finish` was seen.
     pub fn into_response(mut self) -> Option<crate::ChatResponse> {
         let (stop_reason, stop_sequence, usage) = self.finish.take()?;
+        self.flush_thinking();
         self.flush_text();
         for (id, name, args) in std::mem::take(&mut self.tool_calls) {
             let input = if args.trim().is_empty() {
@@ -221,6 +280,20 @@ impl crate::ChatResponse {
                     });
                     tool_index += 1;
                 }
+                crate::ContentBlock::Thinking {
+                    thinking,
+                    signature,
+                } => {
+                    events.push(StreamEvent::ThinkingDelta {
+                        text: thinking.clone(),
+                    });
+                    events.push(StreamEvent::ThinkingSignature {
+                        signature: signature.clone(),
+                    });
+                }
+                crate::ContentBlock::RedactedThinking { data } => {
+                    events.push(StreamEvent::RedactedThinking { data: data.clone() })
+                }
                 crate::ContentBlock::Image { .. } | crate::ContentBlock::ToolResult { .. } => {}
             }
         }
@@ -244,6 +317,13 @@ mod replay_tests {
             id: "msg_1".into(),
             model: "m".into(),
             content: vec![
+                ContentBlock::Thinking {
+                    thinking: "The user wants Paris.".into(),
+                    signature: "sig-1".into(),
+                },
+                ContentBlock::RedactedThinking {
+                    data: "opaque".into(),
+                },
                 ContentBlock::Text {
                     text: "Let me look.".into(),
                 },

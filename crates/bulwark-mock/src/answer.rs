@@ -10,6 +10,13 @@
 //! - otherwise `"Hello from {name}. You said: {last user text}"`, or
 //!   `"tok1 … tokN"` when the behaviour sets `reply_tokens`.
 //!
+//! With Anthropic's `thinking` on (Anthropic API only), the answer starts with a
+//! reasoning block, `"Thinking about: {last user text}"`, signed by
+//! [`thinking_signature`]; like Anthropic, the mock refuses a conversation whose
+//! reasoning blocks do not carry the signature it gave them, or whose last
+//! assistant turn calls a tool without starting with its reasoning
+//! ([`check_thinking`]).
+//!
 //! Text is split into word tokens; each streamed chunk is one word with its
 //! trailing space. Usage: input = words of all request text (at least 1),
 //! output = content chunks of the answer.
@@ -25,6 +32,8 @@ use crate::model::{Api, Behavior};
 /// One answer, before it is encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Answer {
+    /// The reasoning that comes first, when the request asked for it.
+    pub thinking: Option<String>,
     pub body: AnswerBody,
     pub usage: Usage,
 }
@@ -71,7 +80,10 @@ impl Answer {
             AnswerBody::Text(tokens) => tokens.len(),
             AnswerBody::ToolCall { fragments, .. } => 1 + fragments.len(),
         };
+        let thinking = (api == Api::Anthropic && req.thinking.is_some())
+            .then(|| format!("Thinking about: {}", last_user_text(req)));
         Answer {
+            thinking,
             body,
             usage: Usage {
                 input_tokens: request_words(req).max(1),
@@ -106,10 +118,14 @@ impl Answer {
                     .unwrap_or_else(|_| Value::Object(Map::new())),
             }],
         };
+        let reasoning = self.thinking.iter().map(|thinking| ContentBlock::Thinking {
+            thinking: thinking.clone(),
+            signature: thinking_signature(thinking),
+        });
         ChatResponse {
             id: id.to_string(),
             model: model.to_string(),
-            content,
+            content: reasoning.chain(content).collect(),
             stop_reason: self.stop_reason(),
             stop_sequence: None,
             usage: self.usage,
@@ -131,6 +147,16 @@ impl Answer {
                 },
             },
         ];
+        if let Some(thinking) = &self.thinking {
+            events.extend(
+                split_in_two(thinking)
+                    .into_iter()
+                    .map(|text| StreamEvent::ThinkingDelta { text }),
+            );
+            events.push(StreamEvent::ThinkingSignature {
+                signature: thinking_signature(thinking),
+            });
+        }
         match &self.body {
             AnswerBody::Text(tokens) => {
                 events.extend(
@@ -162,6 +188,51 @@ impl Answer {
         });
         events
     }
+}
+
+/// The mock's signature of a reasoning block: FNV-1a of its text, so that a block
+/// changed on its way back no longer matches.
+pub(crate) fn thinking_signature(thinking: &str) -> String {
+    let hash = thinking.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("mock-signature-{hash:016x}")
+}
+
+/// What Anthropic checks of the reasoning a caller sends back: each `thinking`
+/// block's signature, and, with thinking on, that a last assistant turn calling a
+/// tool starts with its reasoning (Anthropic's 400 otherwise).
+pub(crate) fn check_thinking(req: &ChatRequest) -> Result<(), bulwark_core::GatewayError> {
+    for (i, message) in req.messages.iter().enumerate() {
+        for (j, block) in message.content.iter().enumerate() {
+            if let ContentBlock::Thinking {
+                thinking,
+                signature,
+            } = block
+                && *signature != thinking_signature(thinking)
+            {
+                return Err(bulwark_core::GatewayError::invalid(format!(
+                    "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                )));
+            }
+        }
+    }
+    let last_assistant = req.messages.iter().rfind(|m| m.role == Role::Assistant);
+    if let Some(turn) = last_assistant
+        && req.thinking.is_some()
+        && turn
+            .content
+            .iter()
+            .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
+        && !turn.content.first().is_some_and(ContentBlock::is_thinking)
+    {
+        return Err(bulwark_core::GatewayError::invalid(
+            "Expected `thinking` or `redacted_thinking`, but found `tool_use`. When \
+             `thinking` is enabled, a final `assistant` message must start with a thinking \
+             block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).",
+        ));
+    }
+    Ok(())
 }
 
 /// Word tokens of `text`, each but the last keeping one trailing space.
@@ -351,7 +422,10 @@ fn request_words(req: &ChatRequest) -> u64 {
         match block {
             ContentBlock::Text { text } => text.split_whitespace().count(),
             ContentBlock::ToolResult { content, .. } => content.iter().map(block_words).sum(),
-            ContentBlock::Image { .. } | ContentBlock::ToolUse { .. } => 0,
+            ContentBlock::Image { .. }
+            | ContentBlock::ToolUse { .. }
+            | ContentBlock::Thinking { .. }
+            | ContentBlock::RedactedThinking { .. } => 0,
         }
     }
     let system: usize = req

@@ -231,7 +231,11 @@ fn decode(
 ) -> Result<ChatRequest, GatewayError> {
     match api {
         Api::OpenAi => openai::serve::decode_request(body),
-        Api::Anthropic => anthropic::serve::decode_request(body),
+        Api::Anthropic => {
+            let req = anthropic::serve::decode_request(body)?;
+            crate::answer::check_thinking(&req)?;
+            Ok(req)
+        }
         Api::Gemini => gemini::serve::decode_request(model.unwrap_or_default(), body, stream),
     }
 }

@@ -202,7 +202,13 @@ pub(crate) fn committed_stream(
                             st.guard.finish(Ok(()), Some(ttft));
                             st.rest = None;
                         }
-                        StreamEvent::Start { .. } | StreamEvent::PromptUsage { .. } => {}
+                        // Reasoning is not the answer's text: a resumed answer
+                        // continues the text alone.
+                        StreamEvent::Start { .. }
+                        | StreamEvent::PromptUsage { .. }
+                        | StreamEvent::ThinkingDelta { .. }
+                        | StreamEvent::ThinkingSignature { .. }
+                        | StreamEvent::RedactedThinking { .. } => {}
                     }
                     return Some((Ok(event), st));
                 }

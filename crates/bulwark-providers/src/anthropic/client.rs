@@ -106,7 +106,7 @@ fn build_request<'a>(
     if req.seed.is_some() {
         return Err(UpstreamError::unsupported(KIND, "seed"));
     }
-    let output_config = match &req.response_format {
+    let format = match &req.response_format {
         None | Some(ResponseFormat::Text) => None,
         // Anthropic has no "some JSON" mode, only a schema to keep to.
         Some(ResponseFormat::JsonObject) => {
@@ -116,11 +116,9 @@ fn build_request<'a>(
             ));
         }
         Some(ResponseFormat::JsonSchema { schema, .. }) => match structured_output(schema) {
-            Some(schema) => Some(OutputConfig {
-                format: OutputFormat {
-                    kind: "json_schema",
-                    schema,
-                },
+            Some(schema) => Some(OutputFormat {
+                kind: "json_schema",
+                schema,
             }),
             // Anthropic would answer 400, which reads as the caller's mistake: skip to
             // a target that takes the schema as it is (OpenAI, Gemini).
@@ -134,6 +132,10 @@ fn build_request<'a>(
             }
         },
     };
+
+    let effort = req.effort.as_ref();
+    let output_config =
+        (format.is_some() || effort.is_some()).then_some(OutputConfig { format, effort });
 
     let disable_parallel = req.parallel_tool_calls == Some(false);
     let tool_choice = match &req.tool_choice {
@@ -189,6 +191,8 @@ fn build_request<'a>(
         stream,
         cache_control: req.cache_control_at(CachePoint::Request),
         output_config,
+        thinking: req.thinking.as_ref(),
+        context_management: req.context_management.as_ref(),
     })
 }
 
@@ -360,6 +364,17 @@ fn encode_block<'a>(
             input,
             cache_control,
         }),
+        // Anthropic checks the signature; a caller sends back what it was given.
+        ContentBlock::Thinking {
+            thinking,
+            signature,
+        } => Some(ContentBlockParam::Thinking {
+            thinking,
+            signature,
+        }),
+        ContentBlock::RedactedThinking { data } => {
+            Some(ContentBlockParam::RedactedThinking { data })
+        }
         ContentBlock::ToolResult {
             tool_use_id,
             content,
@@ -377,10 +392,13 @@ fn encode_block<'a>(
                         source: image_source(source),
                         cache_control: cache(Some(k)),
                     }),
-                    ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
+                    ContentBlock::ToolUse { .. }
+                    | ContentBlock::ToolResult { .. }
+                    | ContentBlock::Thinking { .. }
+                    | ContentBlock::RedactedThinking { .. } => {
                         return Err(UpstreamError::unsupported(
                             KIND,
-                            "tool calls or tool results nested inside a tool result",
+                            "tool calls, tool results or reasoning nested inside a tool result",
                         ));
                     }
                 }
@@ -413,6 +431,14 @@ fn response_block(block: ResponseBlock) -> Option<ContentBlock> {
             };
             Some(ContentBlock::ToolUse { id, name, input })
         }
+        ResponseBlock::Thinking {
+            thinking,
+            signature,
+        } => Some(ContentBlock::Thinking {
+            thinking,
+            signature,
+        }),
+        ResponseBlock::RedactedThinking { data } => Some(ContentBlock::RedactedThinking { data }),
         ResponseBlock::Other => None,
     }
 }
@@ -466,6 +492,65 @@ mod tests {
             .encode_request(req, "claude-sonnet-4-5", false)
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn reasoning_context_editing_and_effort_go_on_as_given() {
+        let mut req = ChatRequest {
+            messages: vec![
+                Message::user_text("weather?"),
+                Message {
+                    role: Role::Assistant,
+                    content: vec![
+                        ContentBlock::Thinking {
+                            thinking: "Paris.".into(),
+                            signature: "sig-1".into(),
+                        },
+                        ContentBlock::RedactedThinking {
+                            data: "opaque".into(),
+                        },
+                        ContentBlock::ToolUse {
+                            id: "toolu_1".into(),
+                            name: "get_weather".into(),
+                            input: json!({"city": "Paris"}),
+                        },
+                    ],
+                },
+            ],
+            thinking: Some(json!({"type": "enabled", "budget_tokens": 2048})),
+            context_management: Some(json!({"edits": [{"type": "clear_thinking_20251015"}]})),
+            effort: Some(json!("high")),
+            ..ChatRequest::default()
+        };
+        let body = encode(&req);
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2048})
+        );
+        assert_eq!(
+            body["context_management"],
+            json!({"edits": [{"type": "clear_thinking_20251015"}]})
+        );
+        assert_eq!(body["output_config"], json!({"effort": "high"}));
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "Paris.", "signature": "sig-1"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ])
+        );
+        // With a schema too, both go in the one output_config.
+        req.response_format = Some(ResponseFormat::JsonSchema {
+            name: "output".into(),
+            schema: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            strict: true,
+        });
+        let body = encode(&req);
+        assert_eq!(body["output_config"]["effort"], "high");
+        assert_eq!(body["output_config"]["format"]["type"], "json_schema");
+        req.effort = None;
+        assert!(encode(&req)["output_config"].get("effort").is_none());
     }
 
     fn weather_tool() -> Tool {
@@ -884,7 +969,7 @@ mod tests {
     }
 
     #[test]
-    fn response_decodes_text_and_tool_use_and_skips_thinking() {
+    fn response_decodes_thinking_text_and_tool_use_and_skips_server_tools() {
         let body = json!({
             "id": "msg_01",
             "type": "message",
@@ -913,6 +998,10 @@ mod tests {
                 id: "msg_01".into(),
                 model: "claude-sonnet-4-5-20250929".into(),
                 content: vec![
+                    ContentBlock::Thinking {
+                        thinking: "let me see".into(),
+                        signature: "sig".into()
+                    },
                     ContentBlock::Text {
                         text: "Checking.".into()
                     },

@@ -22,7 +22,10 @@ enum Block {
     Text,
     /// A client tool call, with its neutral tool-call index.
     Tool(u32),
-    /// Thinking, redacted thinking, server tools, anything newer: dropped.
+    /// The model's reasoning: its text and signature arrive in deltas.
+    Thinking,
+    /// Server tools, anything newer: dropped (redacted thinking comes whole in its
+    /// start and has nothing after it).
     Ignored,
 }
 
@@ -168,6 +171,22 @@ impl StreamDecoder for AnthropicStreamDecoder {
                         }
                         Block::Tool(tool)
                     }
+                    ResponseBlock::Thinking {
+                        thinking,
+                        signature,
+                    } => {
+                        if !thinking.is_empty() {
+                            out.push(StreamEvent::ThinkingDelta { text: thinking });
+                        }
+                        if !signature.is_empty() {
+                            out.push(StreamEvent::ThinkingSignature { signature });
+                        }
+                        Block::Thinking
+                    }
+                    ResponseBlock::RedactedThinking { data } => {
+                        out.push(StreamEvent::RedactedThinking { data });
+                        Block::Ignored
+                    }
                     ResponseBlock::Other => Block::Ignored,
                 };
                 if self.blocks.insert(index, block).is_some() {
@@ -194,8 +213,24 @@ impl StreamDecoder for AnthropicStreamDecoder {
                             self.push_arguments(tool, partial_json, out);
                         }
                     }
-                    (Block::Text, BlockDelta::InputJsonDelta { .. })
-                    | (Block::Tool(_), BlockDelta::TextDelta { .. }) => {
+                    (Block::Thinking, BlockDelta::ThinkingDelta { thinking }) => {
+                        if !thinking.is_empty() {
+                            out.push(StreamEvent::ThinkingDelta { text: thinking });
+                        }
+                    }
+                    (Block::Thinking, BlockDelta::SignatureDelta { signature }) => {
+                        out.push(StreamEvent::ThinkingSignature { signature });
+                    }
+                    (Block::Text | Block::Tool(_), BlockDelta::ThinkingDelta { .. }) => {
+                        return Err(UpstreamError::protocol(format!(
+                            "anthropic stream sent a thinking delta for content block {index}, \
+                             which is not a thinking block"
+                        )));
+                    }
+                    // Citations' signatures and the like: nothing to carry.
+                    (_, BlockDelta::SignatureDelta { .. }) => {}
+                    (Block::Text | Block::Thinking, BlockDelta::InputJsonDelta { .. })
+                    | (Block::Tool(_) | Block::Thinking, BlockDelta::TextDelta { .. }) => {
                         return Err(UpstreamError::protocol(format!(
                             "anthropic stream sent a delta of the wrong kind for content block {index}"
                         )));
@@ -279,6 +314,8 @@ mod tests {
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}}),
             json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 4, "content_block": {"type": "redacted_thinking", "data": "enc"}}),
+            json!({"type": "content_block_stop", "index": 4}),
             json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
             json!({"type": "ping"}),
             json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hello"}}),
@@ -311,6 +348,11 @@ mod tests {
                         cache_creation_input_tokens: None,
                     }
                 },
+                StreamEvent::ThinkingDelta { text: "hmm".into() },
+                StreamEvent::ThinkingSignature {
+                    signature: "s".into()
+                },
+                StreamEvent::RedactedThinking { data: "enc".into() },
                 StreamEvent::TextDelta {
                     text: "Hello".into()
                 },

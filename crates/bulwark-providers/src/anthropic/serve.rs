@@ -79,16 +79,13 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
                     ));
                 }
             },
-            "thinking" => {
-                let thinking = object(val, path)?;
-                if thinking.get("type").and_then(Value::as_str) != Some("disabled") {
-                    return Err(unsupported(path, "extended thinking"));
-                }
-            }
+            "thinking" => req.thinking = decode_thinking(val)?,
             "container" => return Err(unsupported(path, "containers")),
             "mcp_servers" if is_empty_array(val) => {}
             "mcp_servers" => return Err(unsupported(path, "MCP servers")),
-            "output_config" => req.response_format = decode_output_config(val)?,
+            "output_config" => {
+                (req.response_format, req.effort) = decode_output_config(val)?;
+            }
             "speed" => match string(val, path)? {
                 "standard" => {}
                 other => return Err(unsupported(path, &format!("speed '{other}'"))),
@@ -96,7 +93,11 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
             "diagnostics" if is_empty_object(val) => {}
             "diagnostics" => return Err(unsupported(path, "diagnostics")),
             "inference_geo" => return Err(unsupported(path, "inference_geo")),
-            "context_management" => return Err(unsupported(path, "context management")),
+            // Context editing (a beta): Anthropic's own, checked there.
+            "context_management" => {
+                object(val, path)?;
+                req.context_management = Some(val.clone());
+            }
             // Conversations held by the provider between calls (the SDK's tool runner
             // asks for one by default): a gateway that may answer each turn from a
             // different provider cannot keep them. The whole conversation goes in
@@ -120,18 +121,44 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
+/// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}` or
+/// `{"type": "disabled"}`. Kept as given (Anthropic checks the rest) unless
+/// disabled, which is the same as leaving it out.
+fn decode_thinking(val: &Value) -> Result<Option<Value>, GatewayError> {
+    let thinking = object(val, "thinking")?;
+    let kind = string(required(thinking, "type", "thinking")?, "thinking.type")?;
+    match kind {
+        "disabled" => Ok(None),
+        "enabled" => {
+            uint(
+                required(thinking, "budget_tokens", "thinking")?,
+                "thinking.budget_tokens",
+            )?;
+            Ok(Some(val.clone()))
+        }
+        "adaptive" => Ok(Some(val.clone())),
+        other => Err(invalid(
+            "thinking.type",
+            format!("Input should be 'enabled', 'adaptive' or 'disabled', got '{other}'"),
+        )),
+    }
+}
+
 /// `output_config`: its `format` (structured output: `{"type": "json_schema",
 /// "schema": …}`) becomes the neutral JSON-schema response format, which every
-/// provider kind can be asked for. `effort` has no counterpart elsewhere and is
-/// refused by name unless null.
-fn decode_output_config(val: &Value) -> Result<Option<ResponseFormat>, GatewayError> {
+/// provider kind can be asked for; its `effort` is kept as given for Anthropic
+/// upstreams (the others have no counterpart that every model takes).
+fn decode_output_config(
+    val: &Value,
+) -> Result<(Option<ResponseFormat>, Option<Value>), GatewayError> {
     let config = object(val, "output_config")?;
     only_keys(config, "output_config", &["format", "effort"])?;
-    if config.get("effort").is_some_and(|e| !e.is_null()) {
-        return Err(unsupported("output_config.effort", "effort"));
-    }
+    let effort = match config.get("effort") {
+        None | Some(Value::Null) => None,
+        Some(effort) => Some(string(effort, "output_config.effort").map(|_| effort.clone())?),
+    };
     let format = match config.get("format") {
-        None | Some(Value::Null) => return Ok(None),
+        None | Some(Value::Null) => return Ok((None, effort)),
         Some(format) => object(format, "output_config.format")?,
     };
     only_keys(format, "output_config.format", &["type", "schema"])?;
@@ -147,7 +174,7 @@ fn decode_output_config(val: &Value) -> Result<Option<ResponseFormat>, GatewayEr
     }
     let schema = required(format, "schema", "output_config.format")?;
     object(schema, "output_config.format.schema")?;
-    Ok(Some(ResponseFormat::JsonSchema {
+    let format = ResponseFormat::JsonSchema {
         // OpenAI wants a name; Anthropic's format has none.
         name: "output".to_string(),
         schema: schema.clone(),
@@ -155,7 +182,8 @@ fn decode_output_config(val: &Value) -> Result<Option<ResponseFormat>, GatewayEr
         // (`strict`) only for a schema whose objects are closed and list every
         // property as required, and answers 400 to `strict` on any other.
         strict: openai_strict_takes(schema),
-    }))
+    };
+    Ok((Some(format), effort))
 }
 
 /// Whether OpenAI's strict structured output takes `schema`: every object in it has
@@ -286,6 +314,16 @@ fn decode_message(val: &Value, path: &str, last: bool) -> Result<Message, Gatewa
     let role = match string(required(obj, "role", path)?, &role_path)? {
         "user" => Role::User,
         "assistant" => Role::Assistant,
+        // Anthropic's mid-conversation system messages (a beta, on some models). Said
+        // in the words Claude Code looks for ("role 'system'", "not supported"), so
+        // that it resends the text as a user-turn reminder by itself.
+        "system" => {
+            return Err(invalid(
+                &role_path,
+                "role 'system' is not supported in messages by this gateway: put system \
+                 text in the top-level `system` field, or in a user turn",
+            ));
+        }
         other => {
             return Err(invalid(
                 &role_path,
@@ -395,6 +433,34 @@ fn decode_block(val: &Value, path: &str, role: Role) -> Result<ContentBlock, Gat
                 tool_use_id: tool_use_id.to_owned(),
                 content,
                 is_error,
+            })
+        }
+        // The model's reasoning, sent back as it was given (Anthropic checks the
+        // signature); only Anthropic upstreams take it, the others leave it out.
+        "thinking" | "redacted_thinking" if role != Role::Assistant => Err(invalid(
+            path,
+            "thinking blocks are only allowed in assistant messages",
+        )),
+        "thinking" => {
+            only_keys(obj, path, &["type", "thinking", "signature"])?;
+            let thinking = string(
+                required(obj, "thinking", path)?,
+                &format!("{path}.thinking"),
+            )?;
+            let signature = string(
+                required(obj, "signature", path)?,
+                &format!("{path}.signature"),
+            )?;
+            Ok(ContentBlock::Thinking {
+                thinking: thinking.to_owned(),
+                signature: signature.to_owned(),
+            })
+        }
+        "redacted_thinking" => {
+            only_keys(obj, path, &["type", "data"])?;
+            let data = string(required(obj, "data", path)?, &format!("{path}.data"))?;
+            Ok(ContentBlock::RedactedThinking {
+                data: data.to_owned(),
             })
         }
         "document" => Err(invalid(
@@ -863,14 +929,79 @@ mod tests {
         }
     }
 
+    /// Claude Code's defaults: reasoning, context editing and effort are kept as
+    /// given, for Anthropic upstreams; reasoning blocks come back in assistant turns.
+    #[test]
+    fn thinking_context_management_and_effort_are_kept_as_given() {
+        let thinking = json!({"type": "enabled", "budget_tokens": 2048});
+        let editing = json!({"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]});
+        let mut body = with("thinking", thinking.clone());
+        body["context_management"] = editing.clone();
+        body["output_config"] = json!({"effort": "high"});
+        body["messages"] = json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Paris, then.", "signature": "sig-1"},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}
+            ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}
+        ]);
+        let req = decode(body).unwrap();
+        assert_eq!(req.thinking, Some(thinking));
+        assert_eq!(req.context_management, Some(editing));
+        assert_eq!(req.effort, Some(json!("high")));
+        assert_eq!(req.response_format, None);
+        assert_eq!(
+            req.messages[1].content[..2],
+            [
+                ContentBlock::Thinking {
+                    thinking: "Paris, then.".into(),
+                    signature: "sig-1".into()
+                },
+                ContentBlock::RedactedThinking {
+                    data: "opaque".into()
+                },
+            ]
+        );
+        let adaptive = json!({"type": "adaptive"});
+        assert_eq!(
+            decode(with("thinking", adaptive.clone())).unwrap().thinking,
+            Some(adaptive)
+        );
+        // Disabled is the same as absent.
+        assert_eq!(
+            decode(with("thinking", json!({"type": "disabled"})))
+                .unwrap()
+                .thinking,
+            None
+        );
+        for (value, param) in [
+            (json!({"type": "enabled"}), "thinking.budget_tokens"),
+            (
+                json!({"type": "enabled", "budget_tokens": "x"}),
+                "thinking.budget_tokens",
+            ),
+            (json!({"type": "sometimes"}), "thinking.type"),
+            (json!("on"), "thinking"),
+        ] {
+            let err = decode_err(with("thinking", value.clone()));
+            assert_eq!(err.param.as_deref(), Some(param), "{value}");
+        }
+        let err = decode_err(with("output_config", json!({"effort": 3})));
+        assert_eq!(err.param.as_deref(), Some("output_config.effort"));
+        let err = decode_err(with("context_management", json!("all")));
+        assert_eq!(err.param.as_deref(), Some("context_management"));
+        let err = decode_err(with(
+            "messages",
+            json!([{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]),
+        ));
+        assert_eq!(err.param.as_deref(), Some("messages.0.content.0.signature"));
+    }
+
     #[test]
     fn unsupported_features_are_named() {
         let cases = [
-            (
-                "thinking",
-                json!({"type": "enabled", "budget_tokens": 2048}),
-                "thinking",
-            ),
             ("container", json!("container_1"), "container"),
             (
                 "mcp_servers",
@@ -878,18 +1009,12 @@ mod tests {
                 "mcp_servers",
             ),
             ("service_tier", json!("priority"), "service_tier"),
-            (
-                "output_config",
-                json!({"effort": "high"}),
-                "output_config.effort",
-            ),
             ("speed", json!("fast"), "speed"),
             (
                 "diagnostics",
                 json!({"previous_message_id": "msg_1"}),
                 "diagnostics",
             ),
-            ("thinking", json!({"type": "adaptive"}), "thinking"),
             ("thread", json!({"type": "create"}), "thread"),
         ];
         for (key, value, param) in cases {
@@ -922,6 +1047,13 @@ mod tests {
             ),
             (
                 json!([{"role": "system", "content": "x"}]),
+                "messages.0.role",
+                // Claude Code's own fallback (the text resent as a user-turn reminder)
+                // needs both phrases.
+                "role 'system' is not supported",
+            ),
+            (
+                json!([{"role": "tool", "content": "x"}]),
                 "messages.0.role",
                 "'user' or 'assistant'",
             ),

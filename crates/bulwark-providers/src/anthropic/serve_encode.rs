@@ -27,6 +27,16 @@ pub fn encode_response(resp: &ChatResponse, id: &str) -> Vec<u8> {
                 name: name.clone(),
                 input: input.clone(),
             }),
+            ContentBlock::Thinking {
+                thinking,
+                signature,
+            } => Some(ResponseBlock::Thinking {
+                thinking: thinking.clone(),
+                signature: signature.clone(),
+            }),
+            ContentBlock::RedactedThinking { data } => {
+                Some(ResponseBlock::RedactedThinking { data: data.clone() })
+            }
             // An assistant answer carries no images or tool results.
             ContentBlock::Image { .. } | ContentBlock::ToolResult { .. } => None,
         })
@@ -79,6 +89,10 @@ fn usage_to_wire(usage: &Usage) -> UsageWire {
 enum OpenBlock {
     Text,
     Tool,
+    /// Reasoning; `signed` once its signature went out (what follows is a new block).
+    Thinking {
+        signed: bool,
+    },
 }
 
 /// Encodes neutral events as the Messages streaming event sequence:
@@ -186,6 +200,44 @@ impl StreamEncoder {
                         delta: BlockDelta::TextDelta { text: text.clone() },
                     },
                 );
+            }
+            StreamEvent::ThinkingDelta { text } => {
+                if text.is_empty() {
+                    return;
+                }
+                let index = self.thinking_block(out);
+                push(
+                    out,
+                    &StreamEventWire::ContentBlockDelta {
+                        index,
+                        delta: BlockDelta::ThinkingDelta {
+                            thinking: text.clone(),
+                        },
+                    },
+                );
+            }
+            StreamEvent::ThinkingSignature { signature } => {
+                let index = self.thinking_block(out);
+                self.open = Some((index, OpenBlock::Thinking { signed: true }));
+                push(
+                    out,
+                    &StreamEventWire::ContentBlockDelta {
+                        index,
+                        delta: BlockDelta::SignatureDelta {
+                            signature: signature.clone(),
+                        },
+                    },
+                );
+            }
+            StreamEvent::RedactedThinking { data } => {
+                self.write_held(out);
+                // Whole in its start, as Anthropic streams it.
+                self.open_block(
+                    OpenBlock::Thinking { signed: true },
+                    ResponseBlock::RedactedThinking { data: data.clone() },
+                    out,
+                );
+                self.close_block(out);
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 if matches!(self.open, Some((_, OpenBlock::Tool))) || !self.held.is_empty() {
@@ -333,6 +385,22 @@ impl StreamEncoder {
     }
 
     /// Closes the open block, starts a new one, returns its index.
+    /// The open reasoning block that has no signature yet, or a new one.
+    fn thinking_block(&mut self, out: &mut Vec<SseFrame>) -> u32 {
+        self.write_held(out);
+        match self.open {
+            Some((index, OpenBlock::Thinking { signed: false })) => index,
+            _ => self.open_block(
+                OpenBlock::Thinking { signed: false },
+                ResponseBlock::Thinking {
+                    thinking: String::new(),
+                    signature: String::new(),
+                },
+                out,
+            ),
+        }
+    }
+
     fn open_block(
         &mut self,
         kind: OpenBlock,

@@ -50,15 +50,24 @@ pub struct MessagesRequest<'a> {
     /// Prompt caching for the whole request (see `ChatRequest::cache_control`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<&'a Value>,
-    /// Structured output: the answer's text keeps to a JSON schema.
+    /// Structured output and effort.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output_config: Option<OutputConfig>,
+    pub output_config: Option<OutputConfig<'a>>,
+    /// Extended thinking, as the caller gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<&'a Value>,
+    /// Context editing (a beta), as the caller gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_management: Option<&'a Value>,
 }
 
-/// `{"format": {"type": "json_schema", "schema": …}}`.
+/// `{"format": {"type": "json_schema", "schema": …}, "effort": …}`.
 #[derive(Debug, Serialize)]
-pub struct OutputConfig {
-    pub format: OutputFormat,
+pub struct OutputConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<&'a Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +134,13 @@ pub enum ContentBlockParam<'a> {
         is_error: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a Value>,
+    },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
     },
 }
 
@@ -208,8 +224,8 @@ fn assistant_role() -> String {
     "assistant".to_string()
 }
 
-/// A response content block. Only text and client tool calls carry meaning for
-/// Bulwark; thinking, redacted thinking and server-tool blocks decode to `Other`.
+/// A response content block. Text, client tool calls and the model's reasoning
+/// carry meaning for Bulwark; server-tool blocks and newer kinds decode to `Other`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseBlock {
@@ -221,6 +237,18 @@ pub enum ResponseBlock {
         name: String,
         #[serde(default)]
         input: Value,
+    },
+    /// `{"type": "thinking", "thinking", "signature"}`; in `content_block_start`
+    /// both are empty and arrive in deltas.
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
     },
     #[serde(other)]
     Other,
@@ -302,7 +330,13 @@ pub enum BlockDelta {
     InputJsonDelta {
         partial_json: String,
     },
-    /// `thinking_delta`, `signature_delta`, `citations_delta` and anything newer.
+    ThinkingDelta {
+        thinking: String,
+    },
+    SignatureDelta {
+        signature: String,
+    },
+    /// `citations_delta` and anything newer.
     #[serde(other)]
     Other,
 }
@@ -386,12 +420,13 @@ mod tests {
 
     #[test]
     fn unknown_blocks_deltas_and_events_decode_to_fallbacks() {
-        let block: ResponseBlock =
-            serde_json::from_value(json!({"type": "thinking", "thinking": "hm", "signature": "x"}))
-                .unwrap();
+        let block: ResponseBlock = serde_json::from_value(
+            json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}),
+        )
+        .unwrap();
         assert_eq!(block, ResponseBlock::Other);
         let delta: BlockDelta =
-            serde_json::from_value(json!({"type": "signature_delta", "signature": "x"})).unwrap();
+            serde_json::from_value(json!({"type": "citations_delta", "citation": {}})).unwrap();
         assert_eq!(delta, BlockDelta::Other);
         let event: StreamEventWire =
             serde_json::from_value(json!({"type": "brand_new_event", "x": 1})).unwrap();

@@ -34,8 +34,11 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
                 }),
                 ..ResponsePart::default()
             }),
-            // Not part of an answer.
-            ContentBlock::Image { .. } | ContentBlock::ToolResult { .. } => None,
+            // Not part of an answer; Anthropic's reasoning has no Gemini form.
+            ContentBlock::Image { .. }
+            | ContentBlock::ToolResult { .. }
+            | ContentBlock::Thinking { .. }
+            | ContentBlock::RedactedThinking { .. } => None,
         })
         .collect();
     let body = GenerateContentResponse {
@@ -126,7 +129,11 @@ impl StreamEncoder {
                 self.model.clone_from(model);
             }
             // Gemini reports usage with the answer's chunks; the last one has it all.
-            StreamEvent::PromptUsage { .. } => {}
+            // Anthropic's reasoning has no Gemini form.
+            StreamEvent::PromptUsage { .. }
+            | StreamEvent::ThinkingDelta { .. }
+            | StreamEvent::ThinkingSignature { .. }
+            | StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::TextDelta { text } | StreamEvent::RefusalDelta { text } => {
                 if !text.is_empty() {
                     let part = ResponsePart {

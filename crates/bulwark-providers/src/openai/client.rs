@@ -416,6 +416,8 @@ fn encode_message<'a>(
                             "tool results in assistant messages",
                         ));
                     }
+                    // Anthropic's reasoning, signed for Anthropic: left out.
+                    ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
                 }
             }
             if text.is_none() && tool_calls.is_empty() {
@@ -442,6 +444,7 @@ fn encode_user_message<'a>(
     for block in &message.content {
         match block {
             ContentBlock::Text { text } => parts.push(ContentPart::Text { text }),
+            ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
             ContentBlock::Image { source } => parts.push(ContentPart::ImageUrl {
                 image_url: ImageUrl {
                     url: image_url(source),
@@ -466,7 +469,10 @@ fn encode_user_message<'a>(
                         ContentBlock::Image { .. } => {
                             return Err(UpstreamError::unsupported(kind, "images in tool results"));
                         }
-                        ContentBlock::ToolUse { .. } | ContentBlock::ToolResult { .. } => {
+                        ContentBlock::ToolUse { .. }
+                        | ContentBlock::ToolResult { .. }
+                        | ContentBlock::Thinking { .. }
+                        | ContentBlock::RedactedThinking { .. } => {
                             return Err(UpstreamError::unsupported(
                                 kind,
                                 "nested tool blocks in tool results",

@@ -109,6 +109,10 @@ fn full_request() -> ChatRequest {
         cache_control: Vec::new(),
         anthropic_beta: None,
         prompt_cache_key: Some("conversation-7".into()),
+        // Anthropic's: never sent to this provider.
+        thinking: Some(serde_json::json!({"type": "enabled", "budget_tokens": 2048})),
+        context_management: Some(serde_json::json!({"edits": []})),
+        effort: Some(serde_json::json!("high")),
     }
 }
 

@@ -99,6 +99,9 @@ fn canonical_request(stream: bool) -> ChatRequest {
         cache_control: Vec::new(),
         anthropic_beta: None,
         prompt_cache_key: None,
+        thinking: None,
+        context_management: None,
+        effort: None,
     }
 }
 

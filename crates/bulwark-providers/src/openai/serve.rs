@@ -39,8 +39,12 @@ pub fn encode_response(resp: &ChatResponse, id: &str, created: u64) -> Vec<u8> {
                     arguments: arguments_string(input).into(),
                 },
             }),
-            // A response holds only text and tool calls; anything else has no place here.
-            ContentBlock::Image { .. } | ContentBlock::ToolResult { .. } => {}
+            // A response holds only text and tool calls; anything else (Anthropic's
+            // reasoning included: OpenAI's answer has no field for it) has no place here.
+            ContentBlock::Image { .. }
+            | ContentBlock::ToolResult { .. }
+            | ContentBlock::Thinking { .. }
+            | ContentBlock::RedactedThinking { .. } => {}
         }
     }
     // A refusal is the model's refusal message, which OpenAI reports in `refusal`
@@ -169,8 +173,12 @@ impl StreamEncoder {
             return;
         }
         match event {
-            // OpenAI reports usage only in the last chunk.
-            StreamEvent::PromptUsage { .. } => {}
+            // OpenAI reports usage only in the last chunk; its chunks have no field for
+            // Anthropic's reasoning.
+            StreamEvent::PromptUsage { .. }
+            | StreamEvent::ThinkingDelta { .. }
+            | StreamEvent::ThinkingSignature { .. }
+            | StreamEvent::RedactedThinking { .. } => {}
             StreamEvent::Start { model, .. } => {
                 self.chunk.model.clone_from(model);
                 self.text_head = Some(self.text_head());

@@ -168,6 +168,9 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
         include_usage,
         cache_control: Vec::new(),
         anthropic_beta: None,
+        thinking: None,
+        context_management: None,
+        effort: None,
         prompt_cache_key: top.str("prompt_cache_key")?.map(str::to_string),
     })
 }
