@@ -241,18 +241,16 @@ async fn when_every_target_is_open_the_one_opened_longest_ago_is_tried() {
     assert_eq!(h.health("b").breaker.state(), BreakerState::Closed);
 }
 
-/// A route whose only target that takes the request is open: the others' "unsupported"
-/// does not stop its trial, and when no trial can go, the caller hears "unavailable"
-/// (503, retry), not a 400 that blames the request.
-#[tokio::test(start_paused = true)]
-async fn an_open_target_that_alone_takes_the_request_still_gets_its_trial() {
+/// Route `[a, b]` where only a takes the request: a fails its first two calls, which
+/// open its breaker (the first request's failure must be a's, not b's "unsupported"),
+/// then answers with `then`; b lacks a feature the request uses.
+async fn only_a_takes_it_and_is_open(then: fn() -> Reply) -> Harness {
     let epoch = Instant::now();
-    // a takes the request but fails twice, then would answer; b never takes it.
-    let a = Scripted::new(epoch, |c| {
+    let a = Scripted::new(epoch, move |c| {
         if c.caller_n < 2 {
             fail(ErrorClass::Transient, 503)
         } else {
-            ok()
+            then()
         }
     });
     let b = Scripted::new(epoch, |_| fail(ErrorClass::Unsupported, 400));
@@ -268,40 +266,26 @@ async fn an_open_target_that_alone_takes_the_request_still_gets_its_trial() {
     );
     let failure = h.chat().await.unwrap_err();
     assert_eq!(h.health("a").breaker.state(), BreakerState::Open);
-    // Both failures were a's (b's "unsupported" is not the telling one).
     assert_eq!(failure.error.class, ErrorClass::Transient);
+    h
+}
 
+/// The others' "unsupported" does not stop the open target's trial.
+#[tokio::test(start_paused = true)]
+async fn an_open_target_that_alone_takes_the_request_still_gets_its_trial() {
+    let h = only_a_takes_it_and_is_open(ok).await;
     h.sleep_until_ms(1000).await;
     let served = h.chat().await.unwrap();
     assert_eq!(served.provider, "a");
     assert_eq!(h.health("a").breaker.state(), BreakerState::Closed);
 }
 
+/// When no trial can go, the caller hears "unavailable" (503, retry), not a 400 that
+/// blames the request.
 #[tokio::test(start_paused = true)]
 async fn with_its_only_capable_target_open_and_on_trial_a_request_is_unavailable_not_invalid() {
-    let epoch = Instant::now();
-    let a = Scripted::new(epoch, |c| {
-        if c.caller_n < 2 {
-            fail(ErrorClass::Transient, 503)
-        } else {
-            Reply::Hang
-        }
-    });
-    let b = Scripted::new(epoch, |_| fail(ErrorClass::Unsupported, 400));
-    let mut chat = route("chat", vec![target("a"), target("b")]);
-    chat.retry.max_attempts = 2;
-    chat.circuit_breaker.consecutive_failures = 2;
-    let h = harness(
-        epoch,
-        vec![chat],
-        &[("a", &a), ("b", &b)],
-        roomy_budget(),
-        tuning(),
-    );
-    assert!(h.chat().await.is_err());
-    assert_eq!(h.health("a").breaker.state(), BreakerState::Open);
+    let h = std::sync::Arc::new(only_a_takes_it_and_is_open(|| Reply::Hang).await);
     // One caller's trial of a hangs; the next caller cannot have one.
-    let h = std::sync::Arc::new(h);
     let first = tokio::spawn({
         let h = h.clone();
         async move { h.chat().await.map(|s| s.provider) }
