@@ -499,6 +499,24 @@ def test_extended_thinking_round_trips_as_claude_code_sends_it(stack, mock, kind
         assert "thinking" not in json.dumps(sent)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_openai_reasoning_effort_and_verbosity_reach_openai_only(stack, mock, kind):
+    """`reasoning_effort` and `verbosity` (LangChain's `ChatOpenAI(reasoning_effort=…)`,
+    the AI SDK's `reasoningEffort`) go on to OpenAI; the other upstreams answer without
+    them, as OpenAI upstreams answer without Anthropic's `thinking`."""
+    resp = openai_client(stack).chat.completions.create(
+        model=UPSTREAMS[kind][0], reasoning_effort="low", verbosity="low",
+        messages=[{"role": "user", "content": PROMPT}],
+    )
+    assert resp.choices[0].message.content == ANSWER
+    body = only_call(mock, kind)["body"]
+    if kind == "openai":
+        assert (body["reasoning_effort"], body["verbosity"]) == ("low", "low")
+    else:
+        sent = json.dumps(body)
+        assert "reasoning_effort" not in sent and "verbosity" not in sent, sent
+
+
 def test_a_system_message_mid_conversation_is_refused_in_words_claude_code_acts_on(stack, mock):
     """Claude Code resends a mid-conversation system message as a user-turn reminder when
     the 400 says the role is "not supported" (its check: /role .{0,2}system/)."""

@@ -45,6 +45,15 @@ pub struct ChatRequest {
     /// refuse a field they do not know).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache_key: Option<String>,
+    /// OpenAI's `reasoning_effort` (`minimal` … `high`), for its reasoning models: sent
+    /// on to OpenAI upstreams as given. The other providers answer without it, as
+    /// OpenAI's upstreams answer without Anthropic's `thinking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    /// OpenAI's `verbosity` (`low`, `medium`, `high`): sent on to OpenAI upstreams only,
+    /// like `reasoning_effort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verbosity: Option<String>,
     /// Anthropic's `thinking` (`{"type": "enabled", "budget_tokens": …}` or
     /// `{"type": "adaptive"}`), as the caller gave it; `None` when absent or
     /// disabled. Sent on to Anthropic upstreams. The other providers are asked for

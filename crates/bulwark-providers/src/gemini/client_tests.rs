@@ -114,6 +114,8 @@ fn full_request() -> ChatRequest {
         thinking: Some(serde_json::json!({"type": "enabled", "budget_tokens": 2048})),
         context_management: Some(serde_json::json!({"edits": []})),
         effort: Some(serde_json::json!("high")),
+        reasoning_effort: Some("low".into()),
+        verbosity: Some("high".into()),
     }
 }
 

@@ -373,6 +373,8 @@ fn build_request<'a>(
         response_format,
         user: req.user.as_deref(),
         prompt_cache_key: req.prompt_cache_key.as_deref().filter(|_| !compatible),
+        reasoning_effort: req.reasoning_effort.as_deref().filter(|_| !compatible),
+        verbosity: req.verbosity.as_deref().filter(|_| !compatible),
         stream,
         // Always ask for usage, so the final Finish carries real token counts.
         stream_options: stream.then_some(StreamOptions {

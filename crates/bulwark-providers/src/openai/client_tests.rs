@@ -113,6 +113,8 @@ fn full_request() -> ChatRequest {
         thinking: Some(serde_json::json!({"type": "enabled", "budget_tokens": 2048})),
         context_management: Some(serde_json::json!({"edits": []})),
         effort: Some(serde_json::json!("high")),
+        reasoning_effort: Some("low".into()),
+        verbosity: Some("high".into()),
     }
 }
 
@@ -155,6 +157,8 @@ fn encodes_every_field_for_plain_openai() {
             "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
         "user": "user-7",
         "prompt_cache_key": "conversation-7",
+        "reasoning_effort": "low",
+        "verbosity": "high",
         "stream": true,
         "stream_options": {"include_usage": true}
     });
@@ -169,8 +173,10 @@ fn compatible_servers_get_max_tokens_and_top_k() {
     assert_eq!(body["max_tokens"], json!(256));
     assert!(body.get("max_completion_tokens").is_none());
     assert_eq!(body["top_k"], json!(40));
-    // An OpenAI-only field a compatible server may refuse.
-    assert!(body.get("prompt_cache_key").is_none());
+    // OpenAI-only fields a compatible server may refuse.
+    for field in ["prompt_cache_key", "reasoning_effort", "verbosity"] {
+        assert!(body.get(field).is_none(), "{field}");
+    }
     assert!(body.get("stream").is_none());
     assert!(body.get("stream_options").is_none());
 }

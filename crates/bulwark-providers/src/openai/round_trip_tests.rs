@@ -102,6 +102,8 @@ fn canonical_request(stream: bool) -> ChatRequest {
         thinking: None,
         context_management: None,
         effort: None,
+        reasoning_effort: None,
+        verbosity: None,
     }
 }
 

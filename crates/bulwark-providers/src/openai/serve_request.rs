@@ -12,7 +12,9 @@
 //! an image's `detail`, a JSON schema's `description`, and on
 //! assistant messages the `refusal`/`audio`/`function_call`/`annotations` fields the
 //! SDK echoes back when a caller appends a response message to the conversation.
-//! `prompt_cache_key` is kept and sent on to OpenAI upstreams.
+//! `prompt_cache_key`, `reasoning_effort` and `verbosity` are kept and sent on to
+//! OpenAI upstreams (not to OpenAI-compatible servers, which may refuse a field they
+//! do not know; the other providers answer without them).
 //! A tool's `strict` is kept and sent on to OpenAI and OpenAI-compatible upstreams
 //! (other providers have no such switch).
 //! Accepted beyond OpenAI's own list: `top_k` (as vLLM and OpenRouter accept it), and
@@ -54,6 +56,8 @@ const ACCEPTED: &[&str] = &[
     "metadata",
     "store",
     "prompt_cache_key",
+    "reasoning_effort",
+    "verbosity",
     "service_tier",
     "n",
     "logprobs",
@@ -75,8 +79,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("audio", "audio output is not supported"),
     ("prediction", "predicted outputs are not supported"),
     ("web_search_options", "web search is not supported"),
-    ("reasoning_effort", "`reasoning_effort` is not supported"),
-    ("verbosity", "`verbosity` is not supported"),
     (
         "prompt_cache_retention",
         "`prompt_cache_retention` is not supported",
@@ -172,6 +174,8 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest> {
         context_management: None,
         effort: None,
         prompt_cache_key: top.str("prompt_cache_key")?.map(str::to_string),
+        reasoning_effort: top.str("reasoning_effort")?.map(str::to_string),
+        verbosity: top.str("verbosity")?.map(str::to_string),
     })
 }
 

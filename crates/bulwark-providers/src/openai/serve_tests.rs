@@ -436,6 +436,7 @@ fn decodes_a_full_sdk_request() {
         "stream_options": {"include_usage": true},
         "metadata": {"k": "v"}, "store": false, "service_tier": "auto", "n": 1, "logprobs": false,
         "prompt_cache_key": "conversation-7",
+        "reasoning_effort": "minimal", "verbosity": "low",
         "modalities": ["text"], "top_logprobs": null, "functions": null
     });
     let req = decode(body).unwrap();
@@ -444,6 +445,8 @@ fn decodes_a_full_sdk_request() {
     assert!(req.tools[0].strict);
     assert!(!req.tools[1].strict);
     assert_eq!(req.prompt_cache_key.as_deref(), Some("conversation-7"));
+    assert_eq!(req.reasoning_effort.as_deref(), Some("minimal"));
+    assert_eq!(req.verbosity.as_deref(), Some("low"));
     assert_eq!(
         req.system,
         vec!["Be brief.".to_string(), "French.\nAlways.".to_string()]
