@@ -517,6 +517,36 @@ def test_openai_reasoning_effort_and_verbosity_reach_openai_only(stack, mock, ki
         assert "reasoning_effort" not in sent and "verbosity" not in sent, sent
 
 
+def test_anthropic_sdk_counts_tokens_through_an_anthropic_target(stack, mock):
+    """`messages.count_tokens` (Claude Code, LangChain's `get_num_tokens_from_messages`)
+    is answered by the route's first target with a counter: an Anthropic one. A route
+    without one says so in a 400; an answer setting is refused as Anthropic refuses it."""
+    client = anthropic_client(stack)
+    args = dict(system=SYSTEM, tools=ANTHROPIC_TOOLS,
+                messages=[{"role": "user", "content": "Weather in Paris today?"}])
+    count = client.messages.count_tokens(model=UPSTREAMS["anthropic"][0], **args)
+    # The mock counts the request's words: system 2 + prompt 4.
+    assert count.input_tokens == 6
+    call = only_call(mock, "anthropic")
+    assert call["path"] == "/v1/messages/count_tokens"
+    assert set(call["body"]) == {"model", "messages", "system", "tools"}
+
+    mock.reset()
+    for kind in ("openai", "gemini"):
+        with pytest.raises(anthropic.BadRequestError, match="count tokens"):
+            client.messages.count_tokens(model=UPSTREAMS[kind][0], **args)
+    assert mock.calls() == []
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        client.messages.count_tokens(model=UPSTREAMS["anthropic"][0], extra_body={"max_tokens": 5}, **args)
+    # A route counts with its Anthropic target, wherever it stands; when that target
+    # fails, the caller hears its failure (a 503 to retry), not the others' "cannot count".
+    assert client.messages.count_tokens(model="chat", **args).input_tokens == 6
+    mock.fault({"kind": "status", "status": 503}, times=1, api="anthropic")
+    with pytest.raises(anthropic.InternalServerError) as err:
+        client.messages.count_tokens(model="failover", **args)
+    assert err.value.status_code == 503
+
+
 def test_a_system_message_mid_conversation_is_refused_in_words_claude_code_acts_on(stack, mock):
     """Claude Code resends a mid-conversation system message as a user-turn reminder when
     the 400 says the role is "not supported" (its check: /role .{0,2}system/)."""

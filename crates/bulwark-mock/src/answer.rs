@@ -417,7 +417,7 @@ fn split_in_two(text: &str) -> Vec<String> {
     vec![text[..mid].to_string(), text[mid..].to_string()]
 }
 
-fn request_words(req: &ChatRequest) -> u64 {
+pub(crate) fn request_words(req: &ChatRequest) -> u64 {
     fn block_words(block: &ContentBlock) -> usize {
         match block {
             ContentBlock::Text { text } => text.split_whitespace().count(),

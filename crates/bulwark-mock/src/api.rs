@@ -45,6 +45,42 @@ pub(crate) async fn anthropic_messages(
     handle_call(state, conn.map(|c| c.0), call).await
 }
 
+/// Anthropic's `POST /v1/messages/count_tokens`: the words of the request (what the
+/// mock's answers report as input tokens), or the call's status fault.
+pub(crate) async fn anthropic_count_tokens(
+    State(state): State<Arc<MockState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let call = Incoming::from_body(Api::Anthropic, &uri, &headers, body);
+    let model = call.record.model.clone();
+    let fault = state.take_fault(Api::Anthropic, model.as_deref(), false);
+    let seq = state.record_call(call.record, fault.as_ref());
+    let response = if let Some(Fault::Status {
+        status,
+        message,
+        code,
+        retry_after,
+        headers,
+    }) = &fault
+    {
+        status_response(Api::Anthropic, *status, message, code, retry_after, headers)
+    } else {
+        match anthropic::serve::decode_count_request(&call.raw) {
+            Ok(req) => json_response(
+                StatusCode::OK,
+                serde_json::json!({"input_tokens": crate::answer::request_words(&req).max(1)})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Err(err) => provider_error(Api::Anthropic, &err),
+        }
+    };
+    state.set_call_status(seq, response.status().as_u16());
+    with_request_id(Api::Anthropic, seq, response)
+}
+
 /// `/v1beta/models/{rest}` where `rest` is `{model}:generateContent` or
 /// `{model}:streamGenerateContent` (axum cannot route on a `:` inside a segment).
 pub(crate) async fn gemini_models(

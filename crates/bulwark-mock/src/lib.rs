@@ -27,6 +27,7 @@
 //! |---|---|
 //! | `POST /v1/chat/completions` | OpenAI Chat Completions (and OpenAI-compatible clients whose base URL ends in `/v1`) |
 //! | `POST /v1/messages` | Anthropic Messages |
+//! | `POST /v1/messages/count_tokens` | Anthropic token count: `{"input_tokens": N}`, the words of the request (what answers report as input); status faults apply |
 //! | `POST /v1beta/models/{model}:generateContent` | Gemini, JSON |
 //! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | Gemini, SSE stream |
 //!
@@ -308,6 +309,10 @@ fn app(state: Arc<MockState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(api::openai_chat))
         .route("/v1/messages", post(api::anthropic_messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(api::anthropic_count_tokens),
+        )
         // google-genai goes to /v1/models/... when given a base URL; the
         // gemini adapter to /v1beta/models/...: same answers on all three.
         .route("/v1beta/models/{*rest}", post(api::gemini_models))

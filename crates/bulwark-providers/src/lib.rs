@@ -274,6 +274,17 @@ impl Provider {
         stream: bool,
     ) -> Result<reqwest::RequestBuilder, UpstreamError> {
         let body = self.adapter.encode_request(req, model, stream)?;
+        let headers = self.headers_for(req, stream);
+        let url = self.adapter.url(&self.base_url, model, stream);
+        let builder = match self.urls.get(&url) {
+            Some(parsed) => self.client.post(parsed),
+            None => self.client.post(url),
+        };
+        Ok(builder.headers(headers).body(body))
+    }
+
+    /// The headers of a call for `req`: the provider's own, and the caller's betas.
+    fn headers_for(&self, req: &ChatRequest, stream: bool) -> HeaderMap {
         let mut headers = self.request_headers.clone();
         if self.kind == ProviderKind::Anthropic
             && let Some(betas) = &req.anthropic_beta
@@ -293,12 +304,7 @@ impl Provider {
                 HeaderValue::from_static("text/event-stream"),
             );
         }
-        let url = self.adapter.url(&self.base_url, model, stream);
-        let builder = match self.urls.get(&url) {
-            Some(parsed) => self.client.post(parsed),
-            None => self.client.post(url),
-        };
-        Ok(builder.headers(headers).body(body))
+        headers
     }
 
     /// Sends the request and returns the response once its headers are in and its
@@ -309,7 +315,15 @@ impl Provider {
         model: &str,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let builder = self.request(req, model, stream)?;
+        self.checked(self.request(req, model, stream)?).await
+    }
+
+    /// Sends a built call: the response once its status is 2xx, or the error its
+    /// status and body say, with every secret taken out.
+    async fn checked(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let response = builder.send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -325,6 +339,29 @@ impl Provider {
             &self.secrets,
             self.adapter.map_error(status, &headers, &body),
         ))
+    }
+
+    /// The prompt tokens of `req` as the provider counts them, for Anthropic's
+    /// `POST /v1/messages/count_tokens`: only Anthropic upstreams have that counter
+    /// (an estimate would be passed off as a count), the other kinds answer
+    /// "unsupported".
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64, UpstreamError> {
+        if self.kind != ProviderKind::Anthropic {
+            return Err(UpstreamError::unsupported(
+                self.kind.as_str(),
+                "counting tokens",
+            ));
+        }
+        let body = anthropic::client::count_tokens_body(&*self.adapter, req, model)?;
+        let url = format!("{}/v1/messages/count_tokens", self.base_url);
+        let builder = self
+            .client
+            .post(url)
+            .headers(self.headers_for(req, false))
+            .body(body);
+        let response = self.checked(builder).await?;
+        let body = read_capped(response, MAX_ERROR_BODY_BYTES).await?;
+        anthropic::client::decode_count(&body).map_err(|e| scrub(&self.secrets, e))
     }
 
     /// One non-streaming call.

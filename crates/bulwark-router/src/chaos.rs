@@ -199,6 +199,20 @@ fn throttled(wait: Duration) -> UpstreamError {
 }
 
 impl Upstream for Chaotic {
+    fn count_tokens<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+        model: &'a str,
+    ) -> BoxFuture<'a, Result<u64, UpstreamError>> {
+        Box::pin(async move {
+            match self.board.fault_for(&self.provider, &self.model) {
+                Some(ChaosFault::Down) => Err(down()),
+                Some(ChaosFault::Throttle { retry_after }) => Err(throttled(retry_after.0)),
+                _ => self.inner.count_tokens(req, model).await,
+            }
+        })
+    }
+
     fn chat<'a>(
         &'a self,
         req: &'a ChatRequest,

@@ -134,6 +134,71 @@ impl Router {
             .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
     }
 
+    /// The prompt tokens of `req` (Anthropic's `count_tokens`), from the route's first
+    /// target in priority order that is in service and can count. One call per
+    /// target and no retries: a count changes nothing and is cheap to ask again, and
+    /// it is not traffic the breakers should judge a target by.
+    pub async fn count_tokens(
+        &self,
+        route: &Route,
+        req: &ChatRequest,
+        opts: &RequestOptions,
+    ) -> Result<Served<u64>, Failure> {
+        let deadline = self.deadline(route, opts);
+        let mut order: Vec<&RouteTarget> = route.targets.iter().collect();
+        order.sort_by_key(|t| t.priority);
+        let (mut last, mut attempts, mut skipped_unavailable) = (None, 0, false);
+        for target in order {
+            let health = &target.health;
+            if health.breaker.state() == BreakerState::Open
+                || health.throttled_until().is_some()
+                || health.quota_blocked()
+            {
+                skipped_unavailable = true;
+                continue;
+            }
+            attempts += 1;
+            let call = health.upstream.count_tokens(req, &health.model);
+            let err = match tokio::time::timeout_at(deadline, call).await {
+                Ok(Ok(count)) => {
+                    return Ok(Served {
+                        value: count,
+                        provider: health.provider.clone(),
+                        model: health.model.clone(),
+                        attempts,
+                    });
+                }
+                Ok(Err(err)) if err.class.is_caller_fault() => {
+                    return Err(Failure::of(err, attempts, &health.provider));
+                }
+                Ok(Err(err)) => err,
+                Err(_) => {
+                    remember(
+                        &mut last,
+                        UpstreamError::new(
+                            ErrorClass::Timeout,
+                            "no token count before the deadline",
+                        ),
+                        &health.provider,
+                    );
+                    break;
+                }
+            };
+            remember(&mut last, err, &health.provider);
+        }
+        if only_unsupported(&last) {
+            if skipped_unavailable {
+                last = None;
+            } else if let Some((err, _)) = &mut last {
+                err.message = format!(
+                    "no target of `{}` can count tokens: only Anthropic targets have a counter",
+                    route.name
+                );
+            }
+        }
+        Err(exhausted(route, last, attempts, None, false))
+    }
+
     async fn run(
         &self,
         route: &Arc<Route>,

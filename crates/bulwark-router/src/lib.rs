@@ -73,6 +73,21 @@ pub trait Upstream: Send + Sync {
         req: &'a ChatRequest,
         model: &'a str,
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>>;
+
+    /// The prompt tokens of `req` as the upstream counts them (Anthropic's
+    /// `count_tokens`); upstreams without a counter answer "unsupported".
+    fn count_tokens<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+        _model: &'a str,
+    ) -> BoxFuture<'a, Result<u64, UpstreamError>> {
+        Box::pin(async {
+            Err(UpstreamError::new(
+                bulwark_core::ErrorClass::Unsupported,
+                "this upstream cannot count tokens",
+            ))
+        })
+    }
 }
 
 /// What happened, for observers (metrics, journal, alerts, status).

@@ -251,4 +251,12 @@ impl Upstream for bulwark_providers::Provider {
     ) -> BoxFuture<'a, Result<EventStream, bulwark_core::UpstreamError>> {
         Box::pin(bulwark_providers::Provider::chat_stream(self, req, model))
     }
+
+    fn count_tokens<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+        model: &'a str,
+    ) -> BoxFuture<'a, Result<u64, bulwark_core::UpstreamError>> {
+        Box::pin(bulwark_providers::Provider::count_tokens(self, req, model))
+    }
 }

@@ -43,6 +43,10 @@ pub fn build_app(state: AppState) -> AxumRouter {
     AxumRouter::new()
         .route("/v1/chat/completions", post(ingress::openai_chat))
         .route("/v1/messages", post(ingress::anthropic_messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(ingress::anthropic_count_tokens),
+        )
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
         .route(

@@ -131,6 +131,56 @@ pub async fn anthropic_messages(
     handle(state, request_id.0, Format::Anthropic, &headers, body).await
 }
 
+/// `POST /v1/messages/count_tokens`: the prompt's tokens, as the first target of the
+/// route in service that has a counter (an Anthropic one) counts them. Not journaled:
+/// a count is no answer, and asking again is free.
+pub async fn anthropic_count_tokens(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Response {
+    let format = Format::Anthropic;
+    let (headers, body) = read_request(req).await;
+    let decoded = body
+        .map_err(BodyError::into_gateway_error)
+        .and_then(|body| anthropic::serve::decode_count_request(&body))
+        .and_then(|mut req| {
+            req.anthropic_beta = anthropic_beta(&headers)?;
+            Ok(req)
+        });
+    let (req, opts) = match decoded.and_then(|req| Ok((req, request_options(&headers)?))) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            info!(request_id = request_id.0, status = err.status_code(), error = %err, "rejected token count");
+            return format.error_response(&err, None);
+        }
+    };
+    let route = match state.router.resolve(&req.model) {
+        Ok(route) => route,
+        Err(err) => {
+            let mut err = GatewayError::new(ErrorKind::NotFound, err.to_string());
+            err.param = Some("model".into());
+            return format.error_response(&err, None);
+        }
+    };
+    match state.router.count_tokens(&route, &req, &opts).await {
+        Ok(served) => {
+            let body = serde_json::json!({"input_tokens": served.value}).to_string();
+            let mut response = (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response();
+            served_headers(&mut response, &served.provider, served.attempts);
+            response
+        }
+        Err(failure) => failure_response(format, &route.name, failure).0,
+    }
+}
+
 /// How long a caller may take to send a request's body once its headers are in
 /// (32 MiB in this time is ~4.5 Mbit/s). A body still arriving after it is
 /// answered with a 408, so a trickling client cannot hold a request open.
@@ -140,6 +190,34 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 enum BodyError {
     Rejected(BytesRejection),
     TimedOut,
+}
+
+impl BodyError {
+    fn into_gateway_error(self) -> GatewayError {
+        match self {
+            BodyError::TimedOut => GatewayError::new(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s of its headers",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            ),
+            BodyError::Rejected(rejection)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                GatewayError::new(
+                    ErrorKind::RequestTooLarge,
+                    format!(
+                        "the request body is larger than {} MiB",
+                        crate::app::MAX_BODY_BYTES / (1024 * 1024)
+                    ),
+                )
+            }
+            BodyError::Rejected(rejection) => {
+                GatewayError::invalid(format!("cannot read the request body: {rejection}"))
+            }
+        }
+    }
 }
 
 /// The request's headers and its whole body, read within [`BODY_READ_TIMEOUT`] (and
@@ -234,30 +312,7 @@ async fn handle(
     };
     let body = match body {
         Ok(body) => body,
-        Err(BodyError::TimedOut) => {
-            let err = GatewayError::new(
-                ErrorKind::RequestTimeout,
-                format!(
-                    "the request body did not arrive within {} s of its headers",
-                    BODY_READ_TIMEOUT.as_secs()
-                ),
-            );
-            return meter.error(format, &err);
-        }
-        Err(BodyError::Rejected(rejection)) => {
-            let err = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                GatewayError::new(
-                    ErrorKind::RequestTooLarge,
-                    format!(
-                        "the request body is larger than {} MiB",
-                        crate::app::MAX_BODY_BYTES / (1024 * 1024)
-                    ),
-                )
-            } else {
-                GatewayError::invalid(format!("cannot read the request body: {rejection}"))
-            };
-            return meter.error(format, &err);
-        }
+        Err(err) => return meter.error(format, &err.into_gateway_error()),
     };
     let decoded = format.decode(&body).and_then(|mut req| {
         if format == Format::Anthropic {

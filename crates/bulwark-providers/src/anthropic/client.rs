@@ -196,6 +196,49 @@ fn build_request<'a>(
     })
 }
 
+/// What `POST /v1/messages/count_tokens` takes of a Messages request: the prompt,
+/// not the settings of the answer (`max_tokens`, sampling, `stream`, `metadata`,
+/// which it refuses).
+const COUNT_TOKENS_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "context_management",
+    "output_config",
+    "cache_control",
+];
+
+/// The body of a token count for `req`: the Messages request Anthropic would get,
+/// cut to the fields the counter takes.
+pub(crate) fn count_tokens_body(
+    adapter: &dyn Adapter,
+    req: &ChatRequest,
+    model: &str,
+) -> Result<Vec<u8>, UpstreamError> {
+    let body = adapter.encode_request(req, model, false)?;
+    let mut value: Value = serde_json::from_slice(&body)
+        .map_err(|e| UpstreamError::protocol(format!("count_tokens body: {e}")))?;
+    if let Value::Object(fields) = &mut value {
+        fields.retain(|key, _| COUNT_TOKENS_FIELDS.contains(&key.as_str()));
+    }
+    serde_json::to_vec(&value)
+        .map_err(|e| UpstreamError::protocol(format!("count_tokens body: {e}")))
+}
+
+/// `{"input_tokens": N}`.
+pub(crate) fn decode_count(body: &[u8]) -> Result<u64, UpstreamError> {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        input_tokens: u64,
+    }
+    serde_json::from_slice::<Count>(body)
+        .map(|c| c.input_tokens)
+        .map_err(|e| UpstreamError::protocol(format!("anthropic token count is not valid: {e}")))
+}
+
 /// `schema` as Anthropic's structured output takes it, or `None` when it falls outside
 /// the JSON Schema subset Anthropic's SDKs reduce a schema to before sending it
 /// (`transform_schema`): every object closed with `additionalProperties: false`;
@@ -492,6 +535,34 @@ mod tests {
             .encode_request(req, "claude-sonnet-4-5", false)
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_token_count_sends_the_prompt_and_none_of_the_answer_settings() {
+        let req = ChatRequest {
+            system: vec!["Be brief.".into()],
+            messages: vec![Message::user_text("hi")],
+            tools: vec![weather_tool()],
+            max_tokens: Some(1),
+            temperature: Some(0.3),
+            stop: vec!["END".into()],
+            user: Some("u".into()),
+            thinking: Some(json!({"type": "adaptive"})),
+            ..ChatRequest::default()
+        };
+        let body = count_tokens_body(&adapter(), &req, "claude-sonnet-4-5").unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["messages", "model", "system", "thinking", "tools"]);
+        assert_eq!(body["model"], "claude-sonnet-4-5");
+        assert_eq!(decode_count(br#"{"input_tokens": 42}"#).unwrap(), 42);
+        assert_eq!(decode_count(b"{}").unwrap_err().class, ErrorClass::Protocol);
     }
 
     #[test]

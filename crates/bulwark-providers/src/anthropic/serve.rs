@@ -121,6 +121,35 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
+/// Decodes a `POST /v1/messages/count_tokens` body: a Messages request without the
+/// settings of the answer (`max_tokens`, sampling, `stream`, `metadata`), which the
+/// counter refuses as Anthropic's does.
+pub fn decode_count_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+    let mut value: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = &mut value else {
+        return Err(GatewayError::invalid("request body must be a JSON object"));
+    };
+    const ANSWER_SETTINGS: &[&str] = &[
+        "max_tokens",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+        "service_tier",
+    ];
+    if let Some(key) = ANSWER_SETTINGS.iter().find(|k| obj.contains_key(**k)) {
+        return Err(extra(key));
+    }
+    // The Messages decoder wants an answer length; a count has none to give.
+    obj.insert("max_tokens".into(), Value::from(1));
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| GatewayError::invalid(format!("request body: {e}")))?;
+    decode_request(&body)
+}
+
 /// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}` or
 /// `{"type": "disabled"}`. Kept as given (Anthropic checks the rest) unless
 /// disabled, which is the same as leaving it out.
@@ -997,6 +1026,31 @@ mod tests {
             json!([{"role": "assistant", "content": [{"type": "thinking", "thinking": "x"}]}]),
         ));
         assert_eq!(err.param.as_deref(), Some("messages.0.content.0.signature"));
+    }
+
+    #[test]
+    fn a_token_count_is_a_request_without_the_answer_settings() {
+        let body = json!({"model": "claude", "system": "Be brief.",
+            "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024}});
+        let req = decode_count_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(req.model, "claude");
+        assert_eq!(req.system, ["Be brief."]);
+        assert!(req.thinking.is_some());
+        for (key, value) in [
+            ("max_tokens", json!(10)),
+            ("stream", json!(true)),
+            ("temperature", json!(0.5)),
+            ("metadata", json!({"user_id": "u"})),
+        ] {
+            let mut body = body.clone();
+            body[key] = value;
+            let err = decode_count_request(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(key));
+        }
+        let err = decode_count_request(br#"{"model": "claude"}"#).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages"));
+        assert!(decode_count_request(b"[]").is_err());
     }
 
     #[test]
