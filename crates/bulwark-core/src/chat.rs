@@ -54,9 +54,10 @@ pub struct ChatRequest {
     /// like `reasoning_effort`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verbosity: Option<String>,
-    /// Anthropic's `thinking` (`{"type": "enabled", "budget_tokens": …}` or
-    /// `{"type": "adaptive"}`), as the caller gave it; `None` when absent or
-    /// disabled. Sent on to Anthropic upstreams. The other providers are asked for
+    /// Anthropic's `thinking` (`{"type": "enabled", "budget_tokens": …}`,
+    /// `{"type": "adaptive"}`, `{"type": "disabled"}`, or a newer kind), as the caller
+    /// gave it (leaving it out is not the same as disabling it on models that think by
+    /// default). Sent on to Anthropic upstreams. The other providers are asked for
     /// the answer without it: how a model reasons is not the answer's shape, and
     /// their switches for it (OpenAI's `reasoning_effort`) are refused by the models
     /// that have none.
@@ -101,6 +102,14 @@ pub enum CachePoint {
 }
 
 impl ChatRequest {
+    /// Whether the caller asked Anthropic for reasoning (`thinking` other than
+    /// `disabled`).
+    pub fn thinking_on(&self) -> bool {
+        self.thinking.as_ref().is_some_and(|thinking| {
+            thinking.get("type").and_then(serde_json::Value::as_str) != Some("disabled")
+        })
+    }
+
     /// The `cache_control` value set at `at`, if any.
     pub fn cache_control_at(&self, at: CachePoint) -> Option<&serde_json::Value> {
         self.cache_control

@@ -138,7 +138,10 @@ pub struct StreamAccumulator {
     pub model: String,
     text: String,
     blocks: Vec<crate::ContentBlock>,
-    tool_calls: Vec<(String, String, String)>,
+    /// Per neutral tool-call index: its block's position in `blocks` (where the call
+    /// started, so that the answer keeps the upstream's order of reasoning, text and
+    /// calls) and its arguments so far (fragments may come interleaved).
+    tool_calls: Vec<Option<(usize, String)>>,
     /// The reasoning block being read: its text and, once it ended, its signature.
     thinking: Option<(String, Option<String>)>,
     pub finish: Option<(StopReason, Option<String>, Usage)>,
@@ -160,14 +163,19 @@ impl StreamAccumulator {
                 self.flush_text();
                 let i = *index as usize;
                 if self.tool_calls.len() <= i {
-                    self.tool_calls
-                        .resize(i + 1, (String::new(), String::new(), String::new()));
+                    self.tool_calls.resize(i + 1, None);
                 }
-                self.tool_calls[i] = (id.clone(), name.clone(), String::new());
+                // The input is filled in at the end, from the arguments' text.
+                self.tool_calls[i] = Some((self.blocks.len(), String::new()));
+                self.blocks.push(crate::ContentBlock::ToolUse {
+                    id: id.clone(),
+                    name: name.clone(),
+                    input: serde_json::Value::Null,
+                });
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
-                if let Some(call) = self.tool_calls.get_mut(*index as usize) {
-                    call.2.push_str(arguments);
+                if let Some(Some((_, args))) = self.tool_calls.get_mut(*index as usize) {
+                    args.push_str(arguments);
                 }
             }
             StreamEvent::Finish {
@@ -228,14 +236,14 @@ impl StreamAccumulator {
         let (stop_reason, stop_sequence, usage) = self.finish.take()?;
         self.flush_thinking();
         self.flush_text();
-        for (id, name, args) in std::mem::take(&mut self.tool_calls) {
-            let input = if args.trim().is_empty() {
-                serde_json::Value::Object(Default::default())
-            } else {
-                serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args))
-            };
-            self.blocks
-                .push(crate::ContentBlock::ToolUse { id, name, input });
+        for (at, args) in std::mem::take(&mut self.tool_calls).into_iter().flatten() {
+            if let Some(crate::ContentBlock::ToolUse { input, .. }) = self.blocks.get_mut(at) {
+                *input = if args.trim().is_empty() {
+                    serde_json::Value::Object(Default::default())
+                } else {
+                    serde_json::from_str(&args).unwrap_or(serde_json::Value::String(args))
+                };
+            }
         }
         Some(crate::ChatResponse {
             id: self.id,
@@ -331,6 +339,20 @@ mod replay_tests {
                     id: "call_1".into(),
                     name: "weather".into(),
                     input: serde_json::json!({"city": "Paris"}),
+                },
+                // Interleaved reasoning between calls keeps its place: Anthropic
+                // refuses reasoning sent back out of order.
+                ContentBlock::Thinking {
+                    thinking: "And Lyon?".into(),
+                    signature: "sig-2".into(),
+                },
+                ContentBlock::ToolUse {
+                    id: "call_2".into(),
+                    name: "weather".into(),
+                    input: serde_json::json!({"city": "Lyon"}),
+                },
+                ContentBlock::Text {
+                    text: "Both asked.".into(),
                 },
             ],
             stop_reason: StopReason::ToolUse,

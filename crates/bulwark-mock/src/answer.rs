@@ -80,7 +80,7 @@ impl Answer {
             AnswerBody::Text(tokens) => tokens.len(),
             AnswerBody::ToolCall { fragments, .. } => 1 + fragments.len(),
         };
-        let thinking = (api == Api::Anthropic && req.thinking.is_some())
+        let thinking = (api == Api::Anthropic && req.thinking_on())
             .then(|| format!("Thinking about: {}", last_user_text(req)));
         Answer {
             thinking,
@@ -219,7 +219,7 @@ pub(crate) fn check_thinking(req: &ChatRequest) -> Result<(), bulwark_core::Gate
     }
     let last_assistant = req.messages.iter().rfind(|m| m.role == Role::Assistant);
     if let Some(turn) = last_assistant
-        && req.thinking.is_some()
+        && req.thinking_on()
         && turn
             .content
             .iter()

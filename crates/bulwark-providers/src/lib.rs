@@ -372,9 +372,20 @@ impl Provider {
     ) -> Result<ChatResponse, UpstreamError> {
         let response = self.send(req, model, false).await?;
         let body = read_capped(response, MAX_SSE_EVENT_BYTES).await?;
-        self.adapter
+        let mut answer = self
+            .adapter
             .decode_response(&body)
-            .map_err(|e| scrub(&self.secrets, e))
+            .map_err(|e| scrub(&self.secrets, e))?;
+        if self.keeps_one_call(req) {
+            keep_first_call(&mut answer);
+        }
+        Ok(answer)
+    }
+
+    /// `parallel_tool_calls: false` to a provider that cannot be told (Gemini): the
+    /// model may still call several tools in a turn, and the caller gets the first.
+    fn keeps_one_call(&self, req: &ChatRequest) -> bool {
+        self.kind == ProviderKind::Gemini && req.parallel_tool_calls == Some(false)
     }
 
     /// One streaming call. Resolves once the upstream answered 2xx; the stream then
@@ -389,10 +400,36 @@ impl Provider {
         let decoder = self.adapter.stream_decoder();
         // An in-band error event is the provider's text too: scrub it like a status error.
         let secrets = std::sync::Arc::clone(&self.secrets);
-        Ok(Box::pin(
-            decode_sse(sse, decoder).map(move |item| item.map_err(|e| scrub(&secrets, e))),
-        ))
+        let events = decode_sse(sse, decoder).map(move |item| item.map_err(|e| scrub(&secrets, e)));
+        if self.keeps_one_call(req) {
+            return Ok(Box::pin(first_call_only(events)));
+        }
+        Ok(Box::pin(events))
     }
+}
+
+/// The answer with its first tool call and none after it.
+fn keep_first_call(answer: &mut ChatResponse) {
+    let mut seen = false;
+    answer.content.retain(|block| {
+        !matches!(block, bulwark_core::ContentBlock::ToolUse { .. })
+            || !std::mem::replace(&mut seen, true)
+    });
+}
+
+/// The events of a stream without the tool calls after its first (neutral tool-call
+/// indexes count from 0 in the order calls start).
+fn first_call_only(
+    events: impl Stream<Item = Result<StreamEvent, UpstreamError>>,
+) -> impl Stream<Item = Result<StreamEvent, UpstreamError>> {
+    events.filter(|item| {
+        let later_call = matches!(
+            item,
+            Ok(StreamEvent::ToolCallStart { index, .. } | StreamEvent::ToolCallDelta { index, .. })
+                if *index > 0
+        );
+        futures::future::ready(!later_call)
+    })
 }
 
 /// Providers sometimes quote the credential they rejected; no secret we hold may
@@ -800,5 +837,86 @@ mod emptied_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod one_call_tests {
+    use super::*;
+    use bulwark_core::{ContentBlock, StopReason, Usage};
+    use serde_json::json;
+
+    fn call(index: u32) -> [StreamEvent; 2] {
+        [
+            StreamEvent::ToolCallStart {
+                index,
+                id: format!("call_{index}"),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index,
+                arguments: "{}".into(),
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_stream_keeps_its_first_tool_call_and_everything_else() {
+        let finish = StreamEvent::Finish {
+            stop_reason: StopReason::ToolUse,
+            stop_sequence: None,
+            usage: Usage::default(),
+        };
+        let text = StreamEvent::TextDelta { text: "ok".into() };
+        let events: Vec<StreamEvent> = [text.clone()]
+            .into_iter()
+            .chain(call(0))
+            .chain(call(1))
+            .chain(call(2))
+            .chain([finish.clone()])
+            .collect();
+        let kept: Vec<StreamEvent> =
+            first_call_only(futures::stream::iter(events.into_iter().map(Ok)))
+                .map(Result::unwrap)
+                .collect()
+                .await;
+        let expected: Vec<StreamEvent> =
+            [text].into_iter().chain(call(0)).chain([finish]).collect();
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn an_answer_keeps_its_first_tool_call_and_everything_else() {
+        let tool = |id: &str| ContentBlock::ToolUse {
+            id: id.into(),
+            name: "f".into(),
+            input: json!({}),
+        };
+        let mut answer = ChatResponse {
+            id: "r".into(),
+            model: "m".into(),
+            content: vec![
+                ContentBlock::Text { text: "ok".into() },
+                tool("a"),
+                tool("b"),
+                ContentBlock::Text {
+                    text: "done".into(),
+                },
+            ],
+            stop_reason: StopReason::ToolUse,
+            stop_sequence: None,
+            usage: Usage::default(),
+        };
+        keep_first_call(&mut answer);
+        assert_eq!(
+            answer.content,
+            [
+                ContentBlock::Text { text: "ok".into() },
+                tool("a"),
+                ContentBlock::Text {
+                    text: "done".into()
+                }
+            ]
+        );
     }
 }

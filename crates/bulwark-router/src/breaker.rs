@@ -108,6 +108,12 @@ struct Inner {
     trips: u32,
     changed_at: Instant,
     opened_at: Option<Instant>,
+    /// Set by [`CircuitBreaker::force_trial`] on an open breaker: the open state it
+    /// interrupted (`until`, `changed_at`), restored when the trial says nothing about
+    /// the target (its outcome is `Ignored`: the request was the caller's mistake, or
+    /// used a feature the target lacks), so that such a request cannot cut an open
+    /// period short.
+    forced_from: Option<(Instant, Instant)>,
 }
 
 #[derive(Debug)]
@@ -131,6 +137,7 @@ impl CircuitBreaker {
                 trips: 0,
                 changed_at: Instant::now(),
                 opened_at: None,
+                forced_from: None,
             }),
         }
     }
@@ -211,7 +218,8 @@ impl CircuitBreaker {
                     (Admission::Rejected, None)
                 }
             }
-            State::Open { .. } => {
+            State::Open { until } => {
+                inner.forced_from = Some((*until, inner.changed_at));
                 inner.state = State::HalfOpen {
                     in_flight: 1,
                     passed: 0,
@@ -237,8 +245,28 @@ impl CircuitBreaker {
         {
             *in_flight = in_flight.saturating_sub(1);
         }
+        let forced_from = inner.forced_from.take();
         match outcome {
-            Outcome::Ignored => None,
+            Outcome::Ignored => match (forced_from, &inner.state) {
+                (
+                    Some((until, changed_at)),
+                    State::HalfOpen {
+                        in_flight: 0,
+                        passed: 0,
+                    },
+                ) if admission == Admission::Trial => {
+                    inner.state = State::Open { until };
+                    inner.changed_at = changed_at;
+                    Some(Transition {
+                        from: BreakerState::HalfOpen,
+                        to: BreakerState::Open,
+                    })
+                }
+                (forced_from, _) => {
+                    inner.forced_from = forced_from;
+                    None
+                }
+            },
             Outcome::Success { slow } => self.on_success(&mut inner, now, slow),
             Outcome::Failure => self.on_failure(&mut inner, now),
         }
@@ -248,6 +276,7 @@ impl CircuitBreaker {
     /// not close; real calls decide that).
     pub fn probe_succeeded(&self) -> Option<Transition> {
         let mut inner = self.lock();
+        inner.forced_from = None;
         if let State::Open { .. } = inner.state {
             inner.state = State::HalfOpen {
                 in_flight: 0,

@@ -213,7 +213,9 @@ impl Router {
         let mut attempts = 0u32;
         let mut last: Option<(UpstreamError, String)> = None;
         let mut skipped_open: Vec<usize> = Vec::new();
-        let mut skipped_unavailable = false;
+        // Targets left out because they are out of service (open, out of quota): they
+        // might have served, unlike one that answered "unsupported".
+        let mut skipped_unavailable = 0u32;
         let mut throttled_until: Option<Instant> = None;
         // Smallest window a later target must exceed, after a context-window failure.
         let mut need_window: Option<u64> = None;
@@ -235,14 +237,14 @@ impl Router {
                 continue;
             }
             if health.quota_blocked() {
-                skipped_unavailable = true;
+                skipped_unavailable += 1;
                 continue;
             }
             let (admission, transition) = health.breaker.try_acquire();
             health.on_transition(transition);
             if admission == Admission::Rejected {
                 skipped_open.push(ti);
-                skipped_unavailable = true;
+                skipped_unavailable += 1;
                 continue;
             }
             let mut admission = Some(admission);
@@ -430,6 +432,9 @@ impl Router {
                         if err.class.is_caller_fault() {
                             return Err(Failure::of(err, attempts, &target.health.provider));
                         }
+                        if err.class == ErrorClass::Unsupported {
+                            skipped_unavailable = skipped_unavailable.saturating_sub(1);
+                        }
                         remember(&mut last, err, &target.health.provider);
                     }
                 }
@@ -441,7 +446,7 @@ impl Router {
         if last
             .as_ref()
             .is_some_and(|(e, _)| e.class == ErrorClass::Unsupported)
-            && (skipped_unavailable || throttled_until.is_some())
+            && (skipped_unavailable > 0 || throttled_until.is_some())
         {
             last = None;
         }
@@ -902,6 +907,10 @@ fn exhausted(
 /// an assistant prefill.
 pub(crate) fn prefill_request(req: &ChatRequest, partial: &str) -> ChatRequest {
     let mut next = req.clone();
+    // Anthropic takes no prefill with reasoning on; the rest of the answer is text.
+    next.thinking = None;
+    next.context_management = None;
+    next.effort = None;
     next.messages.push(Message {
         role: Role::Assistant,
         content: vec![ContentBlock::Text {

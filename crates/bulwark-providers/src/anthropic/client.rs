@@ -134,6 +134,21 @@ fn build_request<'a>(
     };
 
     let effort = req.effort.as_ref();
+    // With reasoning on, Anthropic refuses a last assistant turn that calls a tool
+    // without starting with its reasoning: what a turn answered by another provider
+    // (which gives none) looks like after a failover. That turn is answered without
+    // reasoning, as Anthropic allows, rather than refused for good.
+    let unsigned_turn = req
+        .messages
+        .iter()
+        .rfind(|m| m.role == Role::Assistant)
+        .is_some_and(|turn| {
+            turn.content
+                .iter()
+                .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
+                && !turn.content.first().is_some_and(ContentBlock::is_thinking)
+        });
+    let reasoning = !(req.thinking_on() && unsigned_turn);
     let output_config =
         (format.is_some() || effort.is_some()).then_some(OutputConfig { format, effort });
 
@@ -191,8 +206,10 @@ fn build_request<'a>(
         stream,
         cache_control: req.cache_control_at(CachePoint::Request),
         output_config,
-        thinking: req.thinking.as_ref(),
-        context_management: req.context_management.as_ref(),
+        thinking: reasoning.then_some(req.thinking.as_ref()).flatten(),
+        context_management: reasoning
+            .then_some(req.context_management.as_ref())
+            .flatten(),
     })
 }
 
@@ -622,6 +639,16 @@ mod tests {
         assert_eq!(body["output_config"]["format"]["type"], "json_schema");
         req.effort = None;
         assert!(encode(&req)["output_config"].get("effort").is_none());
+
+        // A tool-calling turn without reasoning (another provider answered it, after a
+        // failover): Anthropic would refuse reasoning now, so this turn goes without.
+        req.messages[1].content.drain(..2);
+        let body = encode(&req);
+        assert!(body.get("thinking").is_none(), "{body}");
+        assert!(body.get("context_management").is_none(), "{body}");
+        // Disabled reasoning is sent as given: absent is not disabled on every model.
+        req.thinking = Some(json!({"type": "disabled"}));
+        assert_eq!(encode(&req)["thinking"], json!({"type": "disabled"}));
     }
 
     fn weather_tool() -> Tool {

@@ -150,27 +150,20 @@ pub fn decode_count_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     decode_request(&body)
 }
 
-/// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}` or
-/// `{"type": "disabled"}`. Kept as given (Anthropic checks the rest) unless
-/// disabled, which is the same as leaving it out.
+/// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}`,
+/// `{"type": "disabled"}`, or a kind added since. Kept as given, disabled included
+/// (on models that think by default, leaving it out is not the same); Bulwark checks
+/// its shape and a budget's type, Anthropic the rest.
 fn decode_thinking(val: &Value) -> Result<Option<Value>, GatewayError> {
     let thinking = object(val, "thinking")?;
     let kind = string(required(thinking, "type", "thinking")?, "thinking.type")?;
-    match kind {
-        "disabled" => Ok(None),
-        "enabled" => {
-            uint(
-                required(thinking, "budget_tokens", "thinking")?,
-                "thinking.budget_tokens",
-            )?;
-            Ok(Some(val.clone()))
-        }
-        "adaptive" => Ok(Some(val.clone())),
-        other => Err(invalid(
-            "thinking.type",
-            format!("Input should be 'enabled', 'adaptive' or 'disabled', got '{other}'"),
-        )),
+    if kind == "enabled" {
+        uint(
+            required(thinking, "budget_tokens", "thinking")?,
+            "thinking.budget_tokens",
+        )?;
     }
+    Ok(Some(val.clone()))
 }
 
 /// `output_config`: its `format` (structured output: `{"type": "json_schema",
@@ -832,6 +825,7 @@ mod tests {
                         control: json!({"type": "ephemeral"}),
                     },
                 ],
+                thinking: Some(json!({"type": "disabled"})),
                 ..Default::default()
             }
         );
@@ -998,20 +992,24 @@ mod tests {
             decode(with("thinking", adaptive.clone())).unwrap().thinking,
             Some(adaptive)
         );
-        // Disabled is the same as absent.
-        assert_eq!(
-            decode(with("thinking", json!({"type": "disabled"})))
-                .unwrap()
-                .thinking,
-            None
-        );
+        // Kept as given: on models that think by default, absent is not disabled; and
+        // a kind added since goes on for Anthropic to judge.
+        for kept in [
+            json!({"type": "disabled"}),
+            json!({"type": "between_tools"}),
+        ] {
+            assert_eq!(
+                decode(with("thinking", kept.clone())).unwrap().thinking,
+                Some(kept)
+            );
+        }
         for (value, param) in [
             (json!({"type": "enabled"}), "thinking.budget_tokens"),
             (
                 json!({"type": "enabled", "budget_tokens": "x"}),
                 "thinking.budget_tokens",
             ),
-            (json!({"type": "sometimes"}), "thinking.type"),
+            (json!({"type": 3}), "thinking.type"),
             (json!("on"), "thinking"),
         ] {
             let err = decode_err(with("thinking", value.clone()));

@@ -121,17 +121,8 @@ fn model_path(model: &str) -> Cow<'_, str> {
 fn build_request(req: &ChatRequest) -> Result<GenerateContentRequest<'_>, UpstreamError> {
     // `req.user` is an opaque end-user id, pure metadata: Gemini has no field for it
     // and it does not change the answer, so it is accepted and not sent.
-    if req.parallel_tool_calls == Some(false)
-        && !req.tools.is_empty()
-        && req.tool_choice != Some(ToolChoice::None)
-    {
-        // Gemini has no switch to limit the model to one call per turn. Without tools
-        // to call, the flag asks nothing.
-        return Err(UpstreamError::unsupported(
-            KIND,
-            "parallel_tool_calls=false",
-        ));
-    }
+    // `parallel_tool_calls: false` has no Gemini switch: the provider keeps the
+    // turn's first call (`Provider::chat`, `chat_stream`).
 
     let system_instruction = if req.system.is_empty() {
         None

@@ -134,6 +134,8 @@ pub(crate) struct ErrorInfo {
     pub code: Option<String>,
     /// A numeric `code`, which some compatible servers use for the HTTP status.
     pub numeric_code: Option<u16>,
+    /// The request field at fault (`error.param`).
+    pub param: Option<String>,
 }
 
 impl ErrorInfo {
@@ -174,6 +176,7 @@ impl ErrorInfo {
             numeric_code: code_value
                 .and_then(Value::as_u64)
                 .and_then(|c| u16::try_from(c).ok()),
+            param: text("param"),
         }
     }
 
@@ -217,6 +220,14 @@ pub(crate) fn classify(status: Option<u16>, info: &ErrorInfo) -> ErrorClass {
     }
     if matches!(status, Some(401 | 403)) || info.is(&["invalid_api_key", "authentication_error"]) {
         return ErrorClass::Auth;
+    }
+    // A reasoning setting the model has none of (`reasoning_effort` to gpt-4o): what the
+    // target cannot do, not the caller's mistake. Another provider answers without it.
+    let reasoning_setting = |s: &str| s.contains("reasoning_effort") || s.contains("verbosity");
+    if status == Some(400)
+        && (info.param.as_deref().is_some_and(reasoning_setting) || reasoning_setting(&message))
+    {
+        return ErrorClass::Unsupported;
     }
     match status {
         Some(408) | Some(500..=599) => ErrorClass::Transient,

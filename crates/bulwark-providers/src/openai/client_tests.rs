@@ -392,6 +392,25 @@ fn error_json(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
 }
 
 #[test]
+fn a_reasoning_setting_the_model_lacks_is_unsupported_not_the_callers_mistake() {
+    let adapter = OpenAiAdapter::new(false);
+    let body = serde_json::to_vec(&json!({"error": {
+        "message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+        "type": "invalid_request_error", "param": "reasoning_effort", "code": "unsupported_parameter"}}))
+    .unwrap();
+    let err = adapter.map_error(400, &HeaderMap::new(), &body);
+    assert_eq!(err.class, ErrorClass::Unsupported);
+    let other = serde_json::to_vec(&json!({"error": {
+        "message": "Invalid value for 'temperature'.", "type": "invalid_request_error",
+        "param": "temperature", "code": "invalid_value"}}))
+    .unwrap();
+    assert_eq!(
+        adapter.map_error(400, &HeaderMap::new(), &other).class,
+        ErrorClass::InvalidRequest
+    );
+}
+
+#[test]
 fn maps_errors_per_the_class_table() {
     let adapter = OpenAiAdapter::new(false);
     let quota = error_json(

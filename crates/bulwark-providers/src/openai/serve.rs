@@ -141,7 +141,9 @@ pub struct StreamEncoder {
     /// `""` before text (as OpenAI sends), absent before a tool call or a refusal, so
     /// that an SDK assembling the stream ends with `content: None` there, as it does
     /// from OpenAI. `Start` and the first content leave in one write anyway (the
-    /// router commits at the first content), so nothing is later for it.
+    /// router commits at the first content), so nothing is later for it; when an
+    /// Anthropic upstream reasons first (which an OpenAI caller is not shown), the
+    /// role waits for the first text or call after the reasoning.
     role_pending: bool,
 }
 

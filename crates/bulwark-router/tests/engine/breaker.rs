@@ -302,6 +302,25 @@ async fn with_its_only_capable_target_open_and_on_trial_a_request_is_unavailable
     first.abort();
 }
 
+/// When the open target's trial shows it cannot take the request either, the caller
+/// hears that (a 400 it should not retry), and the trial, which said nothing about the
+/// target's health, leaves its breaker open for the rest of its period.
+#[tokio::test(start_paused = true)]
+async fn a_request_no_target_takes_is_refused_and_leaves_the_open_breaker_open() {
+    let h = only_a_takes_it_and_is_open(|| fail(ErrorClass::Unsupported, 400)).await;
+    let opened = h.health("a").breaker.opened_at();
+    h.sleep_until_ms(1000).await;
+    let failure = h.chat().await.unwrap_err();
+    assert_eq!(
+        failure.error.class,
+        ErrorClass::Unsupported,
+        "{}",
+        failure.error.message
+    );
+    assert_eq!(h.health("a").breaker.state(), BreakerState::Open);
+    assert_eq!(h.health("a").breaker.opened_at(), opened);
+}
+
 #[tokio::test(start_paused = true)]
 async fn in_a_total_outage_one_forced_trial_at_a_time_and_everyone_else_is_refused_at_once() {
     let epoch = Instant::now();
