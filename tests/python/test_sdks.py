@@ -547,6 +547,21 @@ def test_anthropic_sdk_counts_tokens_through_an_anthropic_target(stack, mock):
     assert err.value.status_code == 503
 
 
+def test_both_sdks_retrieve_a_model_and_hear_of_an_unknown_one_in_their_own_shape(stack, mock):
+    """`models.retrieve` (`GET /v1/models/{id}`): a route or `provider/model`, shaped as
+    each SDK's model type; an unknown one is the SDK's NotFoundError."""
+    oai, ant = openai_client(stack), anthropic_client(stack)
+    for model in ("chat", UPSTREAMS["openai"][0]):
+        assert oai.models.retrieve(model).id == model
+        got = ant.models.retrieve(model)
+        assert (got.id, got.type) == (model, "model")
+    with pytest.raises(openai.NotFoundError):
+        oai.models.retrieve("no-such-route")
+    with pytest.raises(anthropic.NotFoundError):
+        ant.models.retrieve("no-such-route")
+    assert mock.calls() == []
+
+
 def test_a_system_message_mid_conversation_is_refused_in_words_claude_code_acts_on(stack, mock):
     """Claude Code resends a mid-conversation system message as a user-turn reminder when
     the 400 says the role is "not supported" (its check: /role .{0,2}system/)."""

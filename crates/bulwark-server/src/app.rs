@@ -48,6 +48,7 @@ pub fn build_app(state: AppState) -> AxumRouter {
             post(ingress::anthropic_count_tokens),
         )
         .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
         .route("/healthz", get(healthz))
         .route(
             "/admin/chaos",
@@ -96,18 +97,12 @@ async fn healthz() -> impl IntoResponse {
 /// the caller sends `anthropic-version` (as the Anthropic SDK does).
 async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let names = state.router.route_names();
-    if headers.contains_key("anthropic-version") {
-        let data: Vec<_> = names
-            .iter()
-            .map(|name| {
-                serde_json::json!({
-                    "type": "model",
-                    "id": name,
-                    "display_name": name,
-                    "created_at": "1970-01-01T00:00:00Z",
-                })
-            })
-            .collect();
+    let anthropic = headers.contains_key("anthropic-version");
+    let data: Vec<_> = names
+        .iter()
+        .map(|name| model_object(name, anthropic))
+        .collect();
+    if anthropic {
         return axum::Json(serde_json::json!({
             "data": data,
             "has_more": false,
@@ -116,18 +111,51 @@ async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Respo
         }))
         .into_response();
     }
-    let data: Vec<_> = names
-        .iter()
-        .map(|name| {
-            serde_json::json!({
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "bulwark",
-            })
-        })
-        .collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): a route, or `provider/model`
+/// with a configured provider, as the list shows it; else a 404 in the caller's format.
+async fn get_model(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let anthropic = headers.contains_key("anthropic-version");
+    match state.router.resolve(&id) {
+        Ok(_) => axum::Json(model_object(&id, anthropic)).into_response(),
+        Err(err) => {
+            let mut err =
+                bulwark_core::GatewayError::new(bulwark_core::ErrorKind::NotFound, err.to_string())
+                    .with_code("model_not_found");
+            err.param = Some("model".into());
+            let format = if anthropic {
+                Format::Anthropic
+            } else {
+                Format::OpenAi
+            };
+            format.error_response(&err, None)
+        }
+    }
+}
+
+/// One model as each SDK's model type has it.
+fn model_object(name: &str, anthropic: bool) -> serde_json::Value {
+    if anthropic {
+        serde_json::json!({
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": "1970-01-01T00:00:00Z",
+        })
+    } else {
+        serde_json::json!({
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "bulwark",
+        })
+    }
 }
 
 /// The caller's format as far as a request the endpoints did not take shows it:

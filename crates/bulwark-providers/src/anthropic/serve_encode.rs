@@ -317,11 +317,19 @@ impl StreamEncoder {
         if self.done {
             return;
         }
+        // In a stream there is no status to pair the type with: an Anthropic
+        // upstream's own in-band type (`overloaded_error`, on which clients such as
+        // Claude Code retry) reaches the caller as it was.
+        let kind = err
+            .code
+            .as_deref()
+            .filter(|code| ERROR_TYPES.contains(code))
+            .unwrap_or_else(|| error_type(err.kind));
         push(
             out,
             &StreamEventWire::Error {
                 error: super::wire::ErrorObject {
-                    kind: error_type(err.kind).to_owned(),
+                    kind: kind.to_owned(),
                     message: error_message(err),
                     details: None,
                 },
@@ -451,6 +459,20 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
 pub(crate) const THREAD_UNSUPPORTED: &str = "thread_unsupported_request";
 
 /// The Anthropic error type for a caller-facing error kind.
+/// The error types of Anthropic's reference ("Errors").
+const ERROR_TYPES: &[&str] = &[
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+    "timeout_error",
+];
+
 fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest
@@ -726,6 +748,20 @@ mod tests {
             result.unwrap_err().class,
             bulwark_core::ErrorClass::Transient
         );
+
+        // An Anthropic upstream's own type goes through as it was; another
+        // provider's code does not pass for one.
+        for (code, kind) in [
+            ("overloaded_error", "overloaded_error"),
+            ("rate_limit_exceeded", "api_error"),
+        ] {
+            let mut encoder = StreamEncoder::new("msg_2".into());
+            let mut frames = Vec::new();
+            encoder.encode(&text_then_two_tools()[0], &mut frames);
+            encoder.encode_error(&err.clone().with_code(code), &mut frames);
+            let last: Value = serde_json::from_str(&frames.last().unwrap().data).unwrap();
+            assert_eq!(last["error"]["type"], kind, "{code}");
+        }
     }
 
     #[test]
