@@ -533,8 +533,10 @@ def test_anthropic_sdk_counts_tokens_through_an_anthropic_target(stack, mock):
 
     mock.reset()
     for kind in ("openai", "gemini"):
-        with pytest.raises(anthropic.BadRequestError, match="count tokens"):
+        with pytest.raises(anthropic.BadRequestError, match="count tokens") as err:
             client.messages.count_tokens(model=UPSTREAMS[kind][0], **args)
+        # No upstream was asked, so none is named.
+        assert "x-bulwark-provider" not in err.value.response.headers
     assert mock.calls() == []
     with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
         client.messages.count_tokens(model=UPSTREAMS["anthropic"][0], extra_body={"max_tokens": 5}, **args)

@@ -186,6 +186,7 @@ impl Router {
             };
             remember(&mut last, err, &health.provider);
         }
+        let mut cannot_count = false;
         if only_unsupported(&last) {
             if skipped_unavailable {
                 last = None;
@@ -194,9 +195,15 @@ impl Router {
                     "no target of `{}` can count tokens: only Anthropic targets have a counter",
                     route.name
                 );
+                cannot_count = true;
             }
         }
-        Err(exhausted(route, last, attempts, None, false))
+        let mut failure = exhausted(route, last, attempts, None, false);
+        if cannot_count {
+            // No upstream was asked: none to name.
+            failure.provider = None;
+        }
+        Err(failure)
     }
 
     async fn run(
