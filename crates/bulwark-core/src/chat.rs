@@ -110,6 +110,39 @@ impl ChatRequest {
         })
     }
 
+    /// `context_management` for a request sent without reasoning: its edits that
+    /// clear reasoning (`clear_thinking_*`, which need reasoning on) left out, the
+    /// others (`clear_tool_uses_*`) kept; `None` when no edit is left.
+    pub fn context_management_without_thinking(&self) -> Option<serde_json::Value> {
+        let mut management = self.context_management.clone()?;
+        if let Some(edits) = management
+            .get_mut("edits")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            edits.retain(|edit| {
+                !edit
+                    .get("type")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|kind| kind.starts_with("clear_thinking"))
+            });
+            if edits.is_empty() {
+                return None;
+            }
+        }
+        Some(management)
+    }
+
+    /// The same request to be answered without reasoning (a prefill, which Anthropic
+    /// takes only with reasoning off): `thinking` left out unless it was off already,
+    /// and the edits that need it with it.
+    pub fn without_thinking(mut self) -> Self {
+        if self.thinking_on() {
+            self.context_management = self.context_management_without_thinking();
+            self.thinking = None;
+        }
+        self
+    }
+
     /// The `cache_control` value set at `at`, if any.
     pub fn cache_control_at(&self, at: CachePoint) -> Option<&serde_json::Value> {
         self.cache_control
@@ -291,5 +324,38 @@ pub struct Usage {
 impl Usage {
     pub fn total(&self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn without_thinking_leaves_out_reasoning_and_what_needs_it_only() {
+        let req = ChatRequest {
+            thinking: Some(json!({"type": "adaptive"})),
+            context_management: Some(json!({"edits": [
+                {"type": "clear_thinking_20251015"}, {"type": "clear_tool_uses_20250919"}
+            ]})),
+            effort: Some(json!("high")),
+            ..ChatRequest::default()
+        };
+        assert!(req.thinking_on());
+        let plain = req.without_thinking();
+        assert_eq!(plain.thinking, None);
+        assert_eq!(
+            plain.context_management,
+            Some(json!({"edits": [{"type": "clear_tool_uses_20250919"}]}))
+        );
+        assert_eq!(plain.effort, Some(json!("high")));
+        // Off already: kept as given (absent is not disabled on every model).
+        let off = ChatRequest {
+            thinking: Some(json!({"type": "disabled"})),
+            ..ChatRequest::default()
+        };
+        assert!(!off.thinking_on());
+        assert_eq!(off.clone().without_thinking(), off);
     }
 }

@@ -109,10 +109,7 @@ struct Inner {
     changed_at: Instant,
     opened_at: Option<Instant>,
     /// Set by [`CircuitBreaker::force_trial`] on an open breaker: the open state it
-    /// interrupted (`until`, `changed_at`), restored when the trial says nothing about
-    /// the target (its outcome is `Ignored`: the request was the caller's mistake, or
-    /// used a feature the target lacks), so that such a request cannot cut an open
-    /// period short.
+    /// interrupted (`until`, `changed_at`), for [`CircuitBreaker::undo_forced_trial`].
     forced_from: Option<(Instant, Instant)>,
 }
 
@@ -245,31 +242,52 @@ impl CircuitBreaker {
         {
             *in_flight = in_flight.saturating_sub(1);
         }
-        let forced_from = inner.forced_from.take();
+        let trial = admission == Admission::Trial;
         match outcome {
-            Outcome::Ignored => match (forced_from, &inner.state) {
-                (
-                    Some((until, changed_at)),
-                    State::HalfOpen {
-                        in_flight: 0,
-                        passed: 0,
-                    },
-                ) if admission == Admission::Trial => {
-                    inner.state = State::Open { until };
-                    inner.changed_at = changed_at;
-                    Some(Transition {
-                        from: BreakerState::HalfOpen,
-                        to: BreakerState::Open,
-                    })
+            // A trial that says nothing leaves the decision to the next one, unless the
+            // trials that passed already make up the number.
+            Outcome::Ignored => match inner.state {
+                State::HalfOpen {
+                    in_flight: 0,
+                    passed,
+                } if trial && passed >= self.settings.half_open_probes.max(1) => {
+                    Some(self.close(&mut inner, now))
                 }
-                (forced_from, _) => {
-                    inner.forced_from = forced_from;
-                    None
-                }
+                _ => None,
             },
-            Outcome::Success { slow } => self.on_success(&mut inner, now, slow),
-            Outcome::Failure => self.on_failure(&mut inner, now),
+            Outcome::Success { slow } => {
+                inner.forced_from = None;
+                self.on_success(&mut inner, now, slow, trial)
+            }
+            Outcome::Failure => {
+                inner.forced_from = None;
+                self.on_failure(&mut inner, now)
+            }
         }
+    }
+
+    /// Puts back the open state a [`CircuitBreaker::force_trial`] interrupted, when
+    /// that trial said nothing about the target's health (the request used a feature
+    /// it lacks, or was the caller's mistake): such a request must not cut an open
+    /// period short. Nothing happens if anything else moved the breaker since.
+    pub fn undo_forced_trial(&self) -> Option<Transition> {
+        let mut inner = self.lock();
+        let (until, changed_at) = inner.forced_from.take()?;
+        if !matches!(
+            inner.state,
+            State::HalfOpen {
+                in_flight: 0,
+                passed: 0
+            }
+        ) {
+            return None;
+        }
+        inner.state = State::Open { until };
+        inner.changed_at = changed_at;
+        Some(Transition {
+            from: BreakerState::HalfOpen,
+            to: BreakerState::Open,
+        })
     }
 
     /// An active health probe succeeded: an open breaker moves to half-open (it does
@@ -308,13 +326,23 @@ impl CircuitBreaker {
         None
     }
 
-    fn on_success(&self, inner: &mut Inner, now: Instant, slow: bool) -> Option<Transition> {
+    fn on_success(
+        &self,
+        inner: &mut Inner,
+        now: Instant,
+        slow: bool,
+        trial: bool,
+    ) -> Option<Transition> {
         inner.consecutive_failures = 0;
         inner.consecutive_slow = if slow { inner.consecutive_slow + 1 } else { 0 };
         self.remember(inner, now, false);
         match &mut inner.state {
             State::HalfOpen { passed, in_flight } => {
-                *passed += 1;
+                // Only trials decide: a call let in before the breaker opened proves
+                // nothing about the target now.
+                if trial {
+                    *passed += 1;
+                }
                 if *passed >= self.settings.half_open_probes.max(1) && *in_flight == 0 {
                     return Some(self.close(inner, now));
                 }
@@ -535,6 +563,56 @@ mod tests {
             })
         );
         assert_eq!(b.try_acquire().0, Admission::Allowed);
+    }
+
+    /// A call let in before the breaker opened that succeeds during a trial is no
+    /// pass, and a trial that says nothing leaves the next caller a trial: the breaker
+    /// cannot be left half-open with no way out.
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_that_says_nothing_never_wedges_it_half_open() {
+        let b = CircuitBreaker::new(settings());
+        let (early, _) = b.try_acquire();
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (trial, _) = b.try_acquire();
+        assert_eq!(trial, Admission::Trial);
+        b.record(early, Outcome::Success { slow: false });
+        b.record(trial, Outcome::Ignored);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let (next, _) = b.try_acquire();
+        assert_eq!(next, Admission::Trial);
+        b.record(next, Outcome::Success { slow: false });
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    /// A forced trial that said nothing about the target puts back the open period
+    /// it interrupted; one that answered decides as any trial does.
+    #[tokio::test(start_paused = true)]
+    async fn an_undone_forced_trial_leaves_the_open_period_as_it_was() {
+        let b = CircuitBreaker::new(settings());
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        let opened = b.opened_at();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (trial, _) = b.force_trial();
+        assert_eq!(trial, Admission::Trial);
+        b.record(trial, Outcome::Ignored);
+        assert!(b.undo_forced_trial().is_some());
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(b.opened_at(), opened);
+        // Still open until its own time: 20 s more.
+        tokio::time::advance(Duration::from_secs(19)).await;
+        assert_eq!(b.try_acquire().0, Admission::Rejected);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+
+        let (trial, _) = b.force_trial();
+        b.record(trial, Outcome::Success { slow: false });
+        assert_eq!(b.undo_forced_trial(), None);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

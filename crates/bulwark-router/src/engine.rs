@@ -157,9 +157,18 @@ impl Router {
                 skipped_unavailable = true;
                 continue;
             }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
             attempts += 1;
+            // A count is one short answer: a target gets the first-token timeout for
+            // it, and one that hangs hands over to the next.
+            let until = now
+                .checked_add(route.policy.timeouts.first_token)
+                .map_or(deadline, |t| t.min(deadline));
             let call = health.upstream.count_tokens(req, &health.model);
-            let err = match tokio::time::timeout_at(deadline, call).await {
+            let err = match tokio::time::timeout_at(until, call).await {
                 Ok(Ok(count)) => {
                     return Ok(Served {
                         value: count,
@@ -172,17 +181,13 @@ impl Router {
                     return Err(Failure::of(err, attempts, &health.provider));
                 }
                 Ok(Err(err)) => err,
-                Err(_) => {
-                    remember(
-                        &mut last,
-                        UpstreamError::new(
-                            ErrorClass::Timeout,
-                            "no token count before the deadline",
-                        ),
-                        &health.provider,
-                    );
-                    break;
-                }
+                Err(_) => UpstreamError::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "no token count within {}",
+                        humanize(until.saturating_duration_since(now))
+                    ),
+                ),
             };
             remember(&mut last, err, &health.provider);
         }
@@ -436,6 +441,13 @@ impl Router {
                 {
                     Ok((won, provider, model)) => return Ok((won, provider, model, attempts)),
                     Err(err) => {
+                        // A trial that said nothing about the target's health leaves
+                        // its breaker open for the rest of its period.
+                        if err.class.is_caller_fault() || err.class == ErrorClass::Unsupported {
+                            target
+                                .health
+                                .on_transition(target.health.breaker.undo_forced_trial());
+                        }
                         if err.class.is_caller_fault() {
                             return Err(Failure::of(err, attempts, &target.health.provider));
                         }
@@ -913,11 +925,8 @@ fn exhausted(
 /// The request to continue a broken stream on another target: the partial answer as
 /// an assistant prefill.
 pub(crate) fn prefill_request(req: &ChatRequest, partial: &str) -> ChatRequest {
-    let mut next = req.clone();
     // Anthropic takes no prefill with reasoning on; the rest of the answer is text.
-    next.thinking = None;
-    next.context_management = None;
-    next.effort = None;
+    let mut next = req.clone().without_thinking();
     next.messages.push(Message {
         role: Role::Assistant,
         content: vec![ContentBlock::Text {

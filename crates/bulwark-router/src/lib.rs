@@ -501,6 +501,17 @@ impl Router {
         targets.values().cloned().collect()
     }
 
+    /// Whether [`Router::resolve`] would find `model`, without building anything (a
+    /// `provider/model` route creates its target's state on first use).
+    pub fn knows(&self, model: &str) -> bool {
+        self.routes.contains_key(model)
+            || model
+                .split_once('/')
+                .is_some_and(|(provider, upstream_model)| {
+                    self.upstreams.contains_key(provider) && !upstream_model.is_empty()
+                })
+    }
+
     /// A configured route, or `provider/model` as a one-target route with default policy.
     pub fn resolve(&self, model: &str) -> Result<Arc<Route>, ResolveError> {
         if let Some(route) = self.routes.get(model) {

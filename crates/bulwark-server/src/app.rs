@@ -122,21 +122,22 @@ async fn get_model(
     headers: HeaderMap,
 ) -> Response {
     let anthropic = headers.contains_key("anthropic-version");
-    match state.router.resolve(&id) {
-        Ok(_) => axum::Json(model_object(&id, anthropic)).into_response(),
-        Err(err) => {
-            let mut err =
-                bulwark_core::GatewayError::new(bulwark_core::ErrorKind::NotFound, err.to_string())
-                    .with_code("model_not_found");
-            err.param = Some("model".into());
-            let format = if anthropic {
-                Format::Anthropic
-            } else {
-                Format::OpenAi
-            };
-            format.error_response(&err, None)
-        }
+    // Asking builds nothing: a lookup must not create a target's state per name.
+    if state.router.knows(&id) {
+        return axum::Json(model_object(&id, anthropic)).into_response();
     }
+    let mut err = bulwark_core::GatewayError::new(
+        bulwark_core::ErrorKind::NotFound,
+        bulwark_router::ResolveError::UnknownModel(id).to_string(),
+    )
+    .with_code("model_not_found");
+    err.param = Some("model".into());
+    let format = if anthropic {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    };
+    format.error_response(&err, None)
 }
 
 /// One model as each SDK's model type has it.

@@ -148,6 +148,7 @@ fn build_request<'a>(
                 .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
                 && !turn.content.first().is_some_and(ContentBlock::is_thinking)
         });
+    // `reasoning` false: reasoning asked for, and left out for this request.
     let reasoning = !(req.thinking_on() && unsigned_turn);
     let output_config =
         (format.is_some() || effort.is_some()).then_some(OutputConfig { format, effort });
@@ -207,9 +208,11 @@ fn build_request<'a>(
         cache_control: req.cache_control_at(CachePoint::Request),
         output_config,
         thinking: reasoning.then_some(req.thinking.as_ref()).flatten(),
-        context_management: reasoning
-            .then_some(req.context_management.as_ref())
-            .flatten(),
+        context_management: if reasoning {
+            req.context_management.as_ref().map(Cow::Borrowed)
+        } else {
+            req.context_management_without_thinking().map(Cow::Owned)
+        },
     })
 }
 
@@ -646,6 +649,15 @@ mod tests {
         let body = encode(&req);
         assert!(body.get("thinking").is_none(), "{body}");
         assert!(body.get("context_management").is_none(), "{body}");
+        // Edits that do not need reasoning stay.
+        req.context_management = Some(json!({"edits": [
+            {"type": "clear_thinking_20251015", "keep": "all"},
+            {"type": "clear_tool_uses_20250919"}
+        ]}));
+        assert_eq!(
+            encode(&req)["context_management"],
+            json!({"edits": [{"type": "clear_tool_uses_20250919"}]})
+        );
         // Disabled reasoning is sent as given: absent is not disabled on every model.
         req.thinking = Some(json!({"type": "disabled"}));
         assert_eq!(encode(&req)["thinking"], json!({"type": "disabled"}));

@@ -56,9 +56,10 @@ pub struct MessagesRequest<'a> {
     /// Extended thinking, as the caller gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thinking: Option<&'a Value>,
-    /// Context editing (a beta), as the caller gave it.
+    /// Context editing (a beta), as the caller gave it (less the edits that need
+    /// reasoning, when it goes without).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub context_management: Option<&'a Value>,
+    pub context_management: Option<Cow<'a, Value>>,
 }
 
 /// `{"format": {"type": "json_schema", "schema": …}, "effort": …}`.

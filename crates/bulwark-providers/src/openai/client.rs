@@ -223,8 +223,13 @@ pub(crate) fn classify(status: Option<u16>, info: &ErrorInfo) -> ErrorClass {
     }
     // A reasoning setting the model has none of (`reasoning_effort` to gpt-4o): what the
     // target cannot do, not the caller's mistake. Another provider answers without it.
+    // A value the model does take but the caller got wrong stays the caller's.
     let reasoning_setting = |s: &str| s.contains("reasoning_effort") || s.contains("verbosity");
+    let unsupported = info.is(&["unsupported_parameter"])
+        || message.starts_with("unsupported parameter")
+        || message.starts_with("unrecognized request argument");
     if status == Some(400)
+        && unsupported
         && (info.param.as_deref().is_some_and(reasoning_setting) || reasoning_setting(&message))
     {
         return ErrorClass::Unsupported;

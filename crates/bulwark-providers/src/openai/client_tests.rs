@@ -400,14 +400,38 @@ fn a_reasoning_setting_the_model_lacks_is_unsupported_not_the_callers_mistake() 
     .unwrap();
     let err = adapter.map_error(400, &HeaderMap::new(), &body);
     assert_eq!(err.class, ErrorClass::Unsupported);
-    let other = serde_json::to_vec(&json!({"error": {
-        "message": "Invalid value for 'temperature'.", "type": "invalid_request_error",
-        "param": "temperature", "code": "invalid_value"}}))
+    let unrecognized = serde_json::to_vec(&json!({"error": {
+        "message": "Unrecognized request argument supplied: verbosity",
+        "type": "invalid_request_error", "param": null, "code": null}}))
     .unwrap();
     assert_eq!(
-        adapter.map_error(400, &HeaderMap::new(), &other).class,
-        ErrorClass::InvalidRequest
+        adapter
+            .map_error(400, &HeaderMap::new(), &unrecognized)
+            .class,
+        ErrorClass::Unsupported
     );
+    // A value the caller got wrong stays the caller's mistake.
+    for (message, param, code) in [
+        (
+            "Invalid value for 'temperature'.",
+            "temperature",
+            "invalid_value",
+        ),
+        (
+            "Invalid value: 'extreme'. Supported values are: 'low', 'medium' and 'high'.",
+            "reasoning_effort",
+            "invalid_value",
+        ),
+    ] {
+        let other = serde_json::to_vec(&json!({"error": {
+            "message": message, "type": "invalid_request_error", "param": param, "code": code}}))
+        .unwrap();
+        assert_eq!(
+            adapter.map_error(400, &HeaderMap::new(), &other).class,
+            ErrorClass::InvalidRequest,
+            "{message}"
+        );
+    }
 }
 
 #[test]

@@ -324,3 +324,59 @@ async fn a_total_past_what_the_clock_can_add_still_serves() {
         .unwrap();
     assert_eq!(served.provider, "a");
 }
+
+/// A token count goes to the first target that can answer: one that hangs has the
+/// first-token timeout and hands over; one that cannot count (or is open) is passed by.
+#[tokio::test(start_paused = true)]
+async fn a_token_count_passes_a_hung_counter_on_after_the_first_token_timeout() {
+    let epoch = Instant::now();
+    let hung = Scripted::new(epoch, |_| Reply::Hang);
+    let cannot = Scripted::new(epoch, |_| fail(ErrorClass::Unsupported, 400));
+    let counts = Scripted::new(epoch, |_| Reply::Answer {
+        ttft: millis(5),
+        tokens: 7,
+        gap: Duration::ZERO,
+    });
+    let chat = route("chat", vec![target("a"), target("b"), target("c")]);
+    let h = harness(
+        epoch,
+        vec![chat],
+        &[("a", &hung), ("b", &cannot), ("c", &counts)],
+        roomy_budget(),
+        tuning(),
+    );
+    let route = h.route("chat");
+    let served = h
+        .router
+        .count_tokens(&route, &request(), &RequestOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((served.value, served.provider.as_str()), (7, "c"));
+    assert_eq!(served.attempts, 3);
+    // The default first-token timeout (15 s), then c's 5 ms.
+    assert_eq!(h.now_ms(), 15_005);
+    // A count is not traffic the breakers judge a target by.
+    assert_eq!(h.health("a").breaker.state(), BreakerState::Closed);
+}
+
+/// `knows` answers what `resolve` would find without building a target's state (what
+/// `GET /v1/models/{id}` asks, for any name a caller sends).
+#[tokio::test(start_paused = true)]
+async fn knowing_a_model_builds_nothing() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| ok());
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a")])],
+        &[("a", &a)],
+        roomy_budget(),
+        tuning(),
+    );
+    let before = h.router.targets().len();
+    for n in 0..100 {
+        assert!(h.router.knows(&format!("a/junk-{n}")));
+    }
+    assert!(h.router.knows("chat"));
+    assert!(!h.router.knows("nope") && !h.router.knows("a/") && !h.router.knows("zz/m"));
+    assert_eq!(h.router.targets().len(), before);
+}

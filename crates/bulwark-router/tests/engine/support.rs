@@ -225,6 +225,28 @@ impl Upstream for Scripted {
             }
         })
     }
+
+    /// A count of `tokens`, after `ttft`.
+    fn count_tokens<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+        _model: &'a str,
+    ) -> BoxFuture<'a, Result<u64, UpstreamError>> {
+        let reply = self.record(false);
+        Box::pin(async move {
+            match reply {
+                Reply::Fail { after, err } => {
+                    tokio::time::sleep(after).await;
+                    Err(err)
+                }
+                Reply::Hang => futures::future::pending().await,
+                Reply::Answer { ttft, tokens, .. } => {
+                    tokio::time::sleep(ttft).await;
+                    Ok(u64::from(tokens))
+                }
+            }
+        })
+    }
 }
 
 pub fn ok() -> Reply {
