@@ -203,6 +203,8 @@ impl CircuitBreaker {
     /// of waiting on a dead upstream.
     pub fn force_trial(&self) -> (Admission, Option<Transition>) {
         let mut inner = self.lock();
+        // Only a trial forced out of an open state may be undone, and only that one.
+        inner.forced_from = None;
         let now = Instant::now();
         let from = public(&inner.state);
         match &mut inner.state {
@@ -256,7 +258,10 @@ impl CircuitBreaker {
                 _ => None,
             },
             Outcome::Success { slow } => {
-                inner.forced_from = None;
+                // Only a trial's answer decides the forced one's fate.
+                if trial {
+                    inner.forced_from = None;
+                }
                 self.on_success(&mut inner, now, slow, trial)
             }
             Outcome::Failure => {
@@ -592,6 +597,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_undone_forced_trial_leaves_the_open_period_as_it_was() {
         let b = CircuitBreaker::new(settings());
+        let (early, _) = b.try_acquire();
         for _ in 0..5 {
             call(&b, Outcome::Failure);
         }
@@ -599,6 +605,8 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         let (trial, _) = b.force_trial();
         assert_eq!(trial, Admission::Trial);
+        // A call let in before it opened, answering now, decides nothing.
+        b.record(early, Outcome::Success { slow: false });
         b.record(trial, Outcome::Ignored);
         assert!(b.undo_forced_trial().is_some());
         assert_eq!(b.state(), BreakerState::Open);

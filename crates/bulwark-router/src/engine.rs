@@ -263,6 +263,11 @@ impl Router {
             let mut retry = 0u32;
             loop {
                 if Instant::now() >= deadline {
+                    // An admission not used goes back: a half-open trial slot kept
+                    // would refuse every caller for good.
+                    if let Some(a) = admission.take() {
+                        health.on_transition(health.breaker.record(a, Outcome::Ignored));
+                    }
                     break;
                 }
                 // Every extra attempt spends the budget. Once it is spent, a retry

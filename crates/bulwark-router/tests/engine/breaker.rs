@@ -321,6 +321,46 @@ async fn a_request_no_target_takes_is_refused_and_leaves_the_open_breaker_open()
     assert_eq!(h.health("a").breaker.opened_at(), opened);
 }
 
+/// A half-open trial slot taken just as the request's deadline passed goes back: kept,
+/// it would refuse every caller of the target for good.
+#[tokio::test(start_paused = true)]
+async fn a_trial_slot_taken_at_the_deadline_is_given_back() {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| Reply::Hang);
+    let b = Scripted::new(epoch, |c| {
+        if c.caller_n < 2 {
+            fail(ErrorClass::Transient, 503)
+        } else {
+            ok()
+        }
+    });
+    // The first-token wait on a ends exactly at the request's deadline.
+    let mut chat = route("chat", vec![target("a"), target("b")]);
+    chat.timeouts.total = chat.timeouts.first_token;
+    chat.circuit_breaker.consecutive_failures = 2;
+    let mut b_only = route("b-only", vec![target("b")]);
+    b_only.retry.max_attempts = 1;
+    b_only.circuit_breaker.consecutive_failures = 2;
+    let h = harness(
+        epoch,
+        vec![chat, b_only],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let opts = RequestOptions::default();
+    assert!(h.chat_on("b-only", &opts).await.is_err());
+    assert!(h.chat_on("b-only", &opts).await.is_err());
+    assert_eq!(h.health("b").breaker.state(), BreakerState::Open);
+    // b's open period is over when the request on `chat` reaches it, at its deadline.
+    h.sleep_until_ms(20_000).await;
+    assert!(h.chat().await.is_err());
+    assert_eq!(b.caller_ms(), [0, 0]);
+    let served = h.chat_on("b-only", &opts).await.unwrap();
+    assert_eq!(served.provider, "b");
+    assert_eq!(h.health("b").breaker.state(), BreakerState::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn in_a_total_outage_one_forced_trial_at_a_time_and_everyone_else_is_refused_at_once() {
     let epoch = Instant::now();
