@@ -223,6 +223,16 @@ pub(crate) fn classify(status: Option<u16>, info: &ErrorInfo) -> ErrorClass {
     }
     // A reasoning setting the model has none of (`reasoning_effort` to gpt-4o): what the
     // target cannot do, not the caller's mistake. Another provider answers without it.
+    // An answer longer than this model can write (Claude Code asks 32k–64k tokens; some
+    // OpenAI models stop at 16k): what the target cannot do, as a context window too
+    // small is. Another target may take it.
+    let length_setting = |s: &str| s == "max_tokens" || s == "max_completion_tokens";
+    if status == Some(400)
+        && info.param.as_deref().is_some_and(length_setting)
+        && (message.contains("too large") || message.contains("supports at most"))
+    {
+        return ErrorClass::Unsupported;
+    }
     // A value the model does take but the caller got wrong stays the caller's.
     let reasoning_setting = |s: &str| s.contains("reasoning_effort") || s.contains("verbosity");
     let unsupported = info.is(&["unsupported_parameter"])

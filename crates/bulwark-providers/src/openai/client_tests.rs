@@ -392,7 +392,7 @@ fn error_json(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
 }
 
 #[test]
-fn a_reasoning_setting_the_model_lacks_is_unsupported_not_the_callers_mistake() {
+fn a_setting_the_model_cannot_take_is_unsupported_not_the_callers_mistake() {
     let adapter = OpenAiAdapter::new(false);
     let body = serde_json::to_vec(&json!({"error": {
         "message": "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
@@ -410,12 +410,26 @@ fn a_reasoning_setting_the_model_lacks_is_unsupported_not_the_callers_mistake() 
             .class,
         ErrorClass::Unsupported
     );
+    // An answer longer than the model can write: another target may take it.
+    let too_long = serde_json::to_vec(&json!({"error": {
+        "message": "max_tokens is too large: 64000. This model supports at most 16384 completion tokens, whereas you provided 64000.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value"}}))
+    .unwrap();
+    assert_eq!(
+        adapter.map_error(400, &HeaderMap::new(), &too_long).class,
+        ErrorClass::Unsupported
+    );
     // A value the caller got wrong stays the caller's mistake.
     for (message, param, code) in [
         (
             "Invalid value for 'temperature'.",
             "temperature",
             "invalid_value",
+        ),
+        (
+            "Invalid 'max_tokens': integer below minimum value.",
+            "max_tokens",
+            "integer_below_min_value",
         ),
         (
             "Invalid value: 'extreme'. Supported values are: 'low', 'medium' and 'high'.",
