@@ -241,7 +241,34 @@ pub enum ResolveError {
         "the model `{0}` does not exist: it is neither a configured route nor `provider/model` with a configured provider"
     )]
     UnknownModel(String),
+    #[error(
+        "`{model}` would be a new `provider/model` target, and {limit} are in use already, the most this gateway keeps: configure a route for it, or use a model name already in use"
+    )]
+    TooManyModels { model: String, limit: usize },
 }
+
+impl ResolveError {
+    /// The caller-facing error: an unknown model is a 404 (`model_not_found`), one
+    /// past the limit of `provider/model` targets a 400; both name the `model` field.
+    pub fn to_gateway_error(&self) -> bulwark_core::GatewayError {
+        use bulwark_core::{ErrorKind, GatewayError};
+        let mut err = match self {
+            ResolveError::UnknownModel(_) => {
+                GatewayError::new(ErrorKind::NotFound, self.to_string())
+                    .with_code("model_not_found")
+            }
+            ResolveError::TooManyModels { .. } => GatewayError::invalid(self.to_string()),
+        };
+        err.param = Some("model".into());
+        err
+    }
+}
+
+/// The most `provider/model` targets (beyond those of configured routes) the router
+/// creates. Each keeps a breaker, health and metrics for good, and callers choose the
+/// names: without a bound, a caller sending a new name per request would grow them
+/// without end.
+pub const MAX_PROVIDER_MODEL_TARGETS: usize = 1024;
 
 /// Knobs that are not configuration (tests set them for determinism).
 #[derive(Debug, Clone, Copy)]
@@ -271,6 +298,8 @@ pub struct Router {
     route_order: Vec<String>,
     /// One live state per (provider, model), shared by every route that uses it.
     targets: Mutex<HashMap<(String, String), Arc<TargetHealth>>>,
+    /// How many of `targets` the configured routes made.
+    configured_targets: usize,
     default_route: RouteConfig,
     config: Config,
     tuning: Tuning,
@@ -345,6 +374,7 @@ impl Router {
             routes: HashMap::new(),
             route_order: Vec::new(),
             targets: Mutex::new(HashMap::new()),
+            configured_targets: 0,
             default_route: RouteConfig {
                 model: String::new(),
                 targets: Vec::new(),
@@ -370,6 +400,7 @@ impl Router {
             router.route_order.push(r.model.clone());
             router.routes.insert(r.model.clone(), Arc::new(route));
         }
+        router.configured_targets = router.targets.lock().map_or(0, |t| t.len());
         router
     }
 
@@ -521,6 +552,18 @@ impl Router {
             && self.upstreams.contains_key(provider)
             && !upstream_model.is_empty()
         {
+            {
+                let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+                let key = (provider.to_string(), upstream_model.to_string());
+                if !targets.contains_key(&key)
+                    && targets.len() >= self.configured_targets + MAX_PROVIDER_MODEL_TARGETS
+                {
+                    return Err(ResolveError::TooManyModels {
+                        model: model.to_string(),
+                        limit: MAX_PROVIDER_MODEL_TARGETS,
+                    });
+                }
+            }
             let mut config = self.default_route.clone();
             config.targets = vec![bulwark_core::config::TargetConfig {
                 provider: provider.to_string(),

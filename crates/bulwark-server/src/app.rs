@@ -126,12 +126,7 @@ async fn get_model(
     if state.router.knows(&id) {
         return axum::Json(model_object(&id, anthropic)).into_response();
     }
-    let mut err = bulwark_core::GatewayError::new(
-        bulwark_core::ErrorKind::NotFound,
-        bulwark_router::ResolveError::UnknownModel(id).to_string(),
-    )
-    .with_code("model_not_found");
-    err.param = Some("model".into());
+    let err = bulwark_router::ResolveError::UnknownModel(id).to_gateway_error();
     let format = if anthropic {
         Format::Anthropic
     } else {

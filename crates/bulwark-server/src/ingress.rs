@@ -157,11 +157,7 @@ pub async fn anthropic_count_tokens(
     };
     let route = match state.router.resolve(&req.model) {
         Ok(route) => route,
-        Err(err) => {
-            let mut err = GatewayError::new(ErrorKind::NotFound, err.to_string());
-            err.param = Some("model".into());
-            return format.error_response(&err, None);
-        }
+        Err(err) => return format.error_response(&err.to_gateway_error(), None),
     };
     match state.router.count_tokens(&route, &req, &opts).await {
         Ok(served) => {
@@ -330,12 +326,7 @@ async fn handle(
     meter.route = Some(req.model.clone());
     let route = match state.router.resolve(&req.model) {
         Ok(route) => route,
-        Err(err) => {
-            let mut err = GatewayError::new(ErrorKind::NotFound, err.to_string())
-                .with_code("model_not_found");
-            err.param = Some("model".into());
-            return meter.error(format, &err);
-        }
+        Err(err) => return meter.error(format, &err.to_gateway_error()),
     };
     let mut opts = opts;
     let journal_on = state.journal.config().durability != Durability::Off;

@@ -380,3 +380,38 @@ async fn knowing_a_model_builds_nothing() {
     assert!(!h.router.knows("nope") && !h.router.knows("a/") && !h.router.knows("zz/m"));
     assert_eq!(h.router.targets().len(), before);
 }
+
+/// Callers choose `provider/model` names, and each new one keeps a target's state for
+/// good: past the limit, a new name is refused (naming the fix), while names in use
+/// and configured routes go on working.
+#[tokio::test(start_paused = true)]
+async fn new_provider_model_names_stop_at_the_limit() {
+    use bulwark_router::{MAX_PROVIDER_MODEL_TARGETS, ResolveError};
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| ok());
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a")])],
+        &[("a", &a)],
+        roomy_budget(),
+        tuning(),
+    );
+    for n in 0..MAX_PROVIDER_MODEL_TARGETS {
+        h.router.resolve(&format!("a/m-{n}")).unwrap();
+    }
+    let err = h.router.resolve("a/one-too-many").unwrap_err();
+    assert!(matches!(err, ResolveError::TooManyModels { .. }), "{err}");
+    let caller = err.to_gateway_error();
+    assert_eq!(
+        (caller.status_code(), caller.param.as_deref()),
+        (400, Some("model"))
+    );
+    assert!(
+        caller.message.contains("configure a route"),
+        "{}",
+        caller.message
+    );
+    h.router.resolve("a/m-7").unwrap();
+    h.router.resolve("chat").unwrap();
+    assert_eq!(h.router.targets().len(), 1 + MAX_PROVIDER_MODEL_TARGETS);
+}
