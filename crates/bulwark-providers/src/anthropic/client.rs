@@ -138,18 +138,20 @@ fn build_request<'a>(
     // without starting with its reasoning: what a turn answered by another provider
     // (which gives none) looks like after a failover. That turn is answered without
     // reasoning, as Anthropic allows, rather than refused for good.
-    let unsigned_turn = req
-        .messages
-        .iter()
-        .rfind(|m| m.role == Role::Assistant)
-        .is_some_and(|turn| {
-            turn.content
-                .iter()
-                .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
-                && !turn.content.first().is_some_and(ContentBlock::is_thinking)
-        });
-    // `reasoning` false: reasoning asked for, and left out for this request.
-    let reasoning = !(req.thinking_on() && unsigned_turn);
+    // `reasoning` false: reasoning asked for, and left out for this request. Only a
+    // request with reasoning on walks its conversation for it.
+    let unsigned_turn = || {
+        req.messages
+            .iter()
+            .rfind(|m| m.role == Role::Assistant)
+            .is_some_and(|turn| {
+                turn.content
+                    .iter()
+                    .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
+                    && !turn.content.first().is_some_and(ContentBlock::is_thinking)
+            })
+    };
+    let reasoning = !(req.thinking_on() && unsigned_turn());
     let output_config =
         (format.is_some() || effort.is_some()).then_some(OutputConfig { format, effort });
 

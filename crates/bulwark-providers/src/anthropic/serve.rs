@@ -23,8 +23,16 @@ use super::serve_fields::{
 
 /// Decodes a `POST /v1/messages` body.
 pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}")))?;
+    decode_value(parse_body(body)?)
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, GatewayError> {
+    serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}")))
+}
+
+/// Decodes a parsed `POST /v1/messages` body.
+fn decode_value(value: Value) -> Result<ChatRequest, GatewayError> {
     let Value::Object(obj) = value else {
         return Err(GatewayError::invalid("request body must be a JSON object"));
     };
@@ -125,8 +133,7 @@ pub fn decode_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
 /// settings of the answer (`max_tokens`, sampling, `stream`, `metadata`), which the
 /// counter refuses as Anthropic's does.
 pub fn decode_count_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-    let mut value: Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}")))?;
+    let mut value = parse_body(body)?;
     let Value::Object(obj) = &mut value else {
         return Err(GatewayError::invalid("request body must be a JSON object"));
     };
@@ -145,9 +152,7 @@ pub fn decode_count_request(body: &[u8]) -> Result<ChatRequest, GatewayError> {
     }
     // The Messages decoder wants an answer length; a count has none to give.
     obj.insert("max_tokens".into(), Value::from(1));
-    let body = serde_json::to_vec(&value)
-        .map_err(|e| GatewayError::invalid(format!("request body: {e}")))?;
-    decode_request(&body)
+    decode_value(value)
 }
 
 /// `thinking`: `{"type": "enabled", "budget_tokens": N}`, `{"type": "adaptive"}`,

@@ -195,11 +195,15 @@ async fn active_health_checks_find_a_dead_target_before_callers_do() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn when_every_target_is_open_the_one_opened_longest_ago_is_tried() {
+/// Routes `chat` = [a, b] (changed by `tune`) and `b-only` = [b], breakers opening
+/// after 2 failures in a row; b fails its first two calls, then answers. Returns with
+/// b's breaker opened at t = 0, through `b-only`.
+async fn b_opened_first(
+    a: impl Fn(&Ctx) -> Reply + Send + Sync + 'static,
+    tune: impl FnOnce(&mut RouteConfig),
+) -> (Harness, Arc<Scripted>, Arc<Scripted>) {
     let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| fail(ErrorClass::Transient, 503));
-    // b fails its first two calls, then would answer.
+    let a = Scripted::new(epoch, a);
     let b = Scripted::new(epoch, |c| {
         if c.caller_n < 2 {
             fail(ErrorClass::Transient, 503)
@@ -208,8 +212,8 @@ async fn when_every_target_is_open_the_one_opened_longest_ago_is_tried() {
         }
     });
     let mut chat = route("chat", vec![target("a"), target("b")]);
-    chat.retry.max_attempts = 2;
     chat.circuit_breaker.consecutive_failures = 2;
+    tune(&mut chat);
     let mut b_only = route("b-only", vec![target("b")]);
     b_only.retry.max_attempts = 1;
     b_only.circuit_breaker.consecutive_failures = 2;
@@ -220,11 +224,21 @@ async fn when_every_target_is_open_the_one_opened_longest_ago_is_tried() {
         roomy_budget(),
         tuning(),
     );
-    // b opens first (t = 0, through the route that only has b) ...
     let opts = RequestOptions::default();
     assert!(h.chat_on("b-only", &opts).await.is_err());
     assert!(h.chat_on("b-only", &opts).await.is_err());
     assert_eq!(h.health("b").breaker.state(), BreakerState::Open);
+    (h, a, b)
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_target_is_open_the_one_opened_longest_ago_is_tried() {
+    // b opens first (t = 0, through the route that only has b) ...
+    let (h, a, b) = b_opened_first(
+        |_| fail(ErrorClass::Transient, 503),
+        |chat| chat.retry.max_attempts = 2,
+    )
+    .await;
     // ... then a (t = 1 s and, after one backoff, 1.5 s), which the route lists first.
     h.sleep_until_ms(1000).await;
     assert!(h.chat().await.is_err());
@@ -325,33 +339,13 @@ async fn a_request_no_target_takes_is_refused_and_leaves_the_open_breaker_open()
 /// it would refuse every caller of the target for good.
 #[tokio::test(start_paused = true)]
 async fn a_trial_slot_taken_at_the_deadline_is_given_back() {
-    let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| Reply::Hang);
-    let b = Scripted::new(epoch, |c| {
-        if c.caller_n < 2 {
-            fail(ErrorClass::Transient, 503)
-        } else {
-            ok()
-        }
-    });
     // The first-token wait on a ends exactly at the request's deadline.
-    let mut chat = route("chat", vec![target("a"), target("b")]);
-    chat.timeouts.total = chat.timeouts.first_token;
-    chat.circuit_breaker.consecutive_failures = 2;
-    let mut b_only = route("b-only", vec![target("b")]);
-    b_only.retry.max_attempts = 1;
-    b_only.circuit_breaker.consecutive_failures = 2;
-    let h = harness(
-        epoch,
-        vec![chat, b_only],
-        &[("a", &a), ("b", &b)],
-        roomy_budget(),
-        tuning(),
-    );
+    let (h, _a, b) = b_opened_first(
+        |_| Reply::Hang,
+        |chat| chat.timeouts.total = chat.timeouts.first_token,
+    )
+    .await;
     let opts = RequestOptions::default();
-    assert!(h.chat_on("b-only", &opts).await.is_err());
-    assert!(h.chat_on("b-only", &opts).await.is_err());
-    assert_eq!(h.health("b").breaker.state(), BreakerState::Open);
     // b's open period is over when the request on `chat` reaches it, at its deadline.
     h.sleep_until_ms(20_000).await;
     assert!(h.chat().await.is_err());

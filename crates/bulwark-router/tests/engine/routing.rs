@@ -363,15 +363,7 @@ async fn a_token_count_passes_a_hung_counter_on_after_the_first_token_timeout() 
 /// `GET /v1/models/{id}` asks, for any name a caller sends).
 #[tokio::test(start_paused = true)]
 async fn knowing_a_model_builds_nothing() {
-    let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| ok());
-    let h = harness(
-        epoch,
-        vec![route("chat", vec![target("a")])],
-        &[("a", &a)],
-        roomy_budget(),
-        tuning(),
-    );
+    let h = one_target_harness();
     let before = h.router.targets().len();
     for n in 0..100 {
         assert!(h.router.knows(&format!("a/junk-{n}")));
@@ -387,15 +379,7 @@ async fn knowing_a_model_builds_nothing() {
 #[tokio::test(start_paused = true)]
 async fn new_provider_model_names_stop_at_the_limit() {
     use bulwark_router::{MAX_PROVIDER_MODEL_TARGETS, ResolveError};
-    let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| ok());
-    let h = harness(
-        epoch,
-        vec![route("chat", vec![target("a")])],
-        &[("a", &a)],
-        roomy_budget(),
-        tuning(),
-    );
+    let h = one_target_harness();
     for n in 0..MAX_PROVIDER_MODEL_TARGETS {
         h.router.resolve(&format!("a/m-{n}")).unwrap();
     }

@@ -171,6 +171,22 @@ pub fn answer_stream(
     ))
 }
 
+/// A reply that ends in one piece: its error after `after`, never for `Hang`, or
+/// its `ttft` slept and its token count.
+async fn settle(reply: Reply) -> Result<u32, UpstreamError> {
+    match reply {
+        Reply::Fail { after, err } => {
+            tokio::time::sleep(after).await;
+            Err(err)
+        }
+        Reply::Hang => futures::future::pending().await,
+        Reply::Answer { ttft, tokens, .. } => {
+            tokio::time::sleep(ttft).await;
+            Ok(tokens)
+        }
+    }
+}
+
 impl Upstream for Scripted {
     fn chat<'a>(
         &'a self,
@@ -179,24 +195,15 @@ impl Upstream for Scripted {
     ) -> BoxFuture<'a, Result<ChatResponse, UpstreamError>> {
         let reply = self.record(true);
         Box::pin(async move {
-            match reply {
-                Reply::Fail { after, err } => {
-                    tokio::time::sleep(after).await;
-                    Err(err)
-                }
-                Reply::Hang => futures::future::pending().await,
-                Reply::Answer { ttft, tokens, .. } => {
-                    tokio::time::sleep(ttft).await;
-                    Ok(ChatResponse {
-                        id: "scripted".into(),
-                        model: model.to_string(),
-                        content: vec![ContentBlock::Text { text: "ok".into() }],
-                        stop_reason: StopReason::EndTurn,
-                        stop_sequence: None,
-                        usage: usage(tokens),
-                    })
-                }
-            }
+            let tokens = settle(reply).await?;
+            Ok(ChatResponse {
+                id: "scripted".into(),
+                model: model.to_string(),
+                content: vec![ContentBlock::Text { text: "ok".into() }],
+                stop_reason: StopReason::EndTurn,
+                stop_sequence: None,
+                usage: usage(tokens),
+            })
         })
     }
 
@@ -233,19 +240,7 @@ impl Upstream for Scripted {
         _model: &'a str,
     ) -> BoxFuture<'a, Result<u64, UpstreamError>> {
         let reply = self.record(false);
-        Box::pin(async move {
-            match reply {
-                Reply::Fail { after, err } => {
-                    tokio::time::sleep(after).await;
-                    Err(err)
-                }
-                Reply::Hang => futures::future::pending().await,
-                Reply::Answer { ttft, tokens, .. } => {
-                    tokio::time::sleep(ttft).await;
-                    Ok(u64::from(tokens))
-                }
-            }
-        })
+        Box::pin(async move { settle(reply).await.map(u64::from) })
     }
 }
 
@@ -335,6 +330,19 @@ pub fn tuning() -> Tuning {
 pub struct Harness {
     pub router: Router,
     pub epoch: Instant,
+}
+
+/// Route `chat` with the one target `a`, which answers every call.
+pub fn one_target_harness() -> Harness {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| ok());
+    harness(
+        epoch,
+        vec![route("chat", vec![target("a")])],
+        &[("a", &a)],
+        roomy_budget(),
+        tuning(),
+    )
 }
 
 pub fn harness(
