@@ -70,7 +70,7 @@ pub enum StreamEvent {
 
 impl StreamEvent {
     /// True for events that carry answer content (the streaming commit point is the
-    /// first of these to reach the caller).
+    /// first of these to reach the caller; see [`StreamEvent::is_reasoning`]).
     pub fn is_content(&self) -> bool {
         matches!(
             self,
@@ -79,6 +79,17 @@ impl StreamEvent {
                 | StreamEvent::ToolCallStart { .. }
                 | StreamEvent::ToolCallDelta { .. }
                 | StreamEvent::ThinkingDelta { .. }
+                | StreamEvent::ThinkingSignature { .. }
+                | StreamEvent::RedactedThinking { .. }
+        )
+    }
+
+    /// True for the model's reasoning (content that only an Anthropic-format caller
+    /// has a place for).
+    pub fn is_reasoning(&self) -> bool {
+        matches!(
+            self,
+            StreamEvent::ThinkingDelta { .. }
                 | StreamEvent::ThinkingSignature { .. }
                 | StreamEvent::RedactedThinking { .. }
         )

@@ -3,7 +3,8 @@
 //! Every attempt streams from the upstream, whatever the caller asked for: that gives
 //! one time-to-first-token and one idle timeout for all requests, and lets a JSON
 //! caller's answer fail over even when the upstream broke mid-answer (nothing reached
-//! the caller yet). A streaming caller's attempt commits at its first content event.
+//! the caller yet). A streaming caller's attempt commits at its first content event that
+//! the caller's format has a place for (reasoning is not one for an OpenAI caller).
 //!
 //! For each request:
 //! 1. order the route's targets: priority, then weighted shuffle within a priority, with
@@ -52,6 +53,11 @@ pub struct RequestOptions {
     pub session: Option<String>,
     /// Told about every upstream attempt of this request.
     pub attempt_sink: Option<AttemptSink>,
+    /// The caller's format has no place for the model's reasoning (OpenAI Chat
+    /// Completions): its encoder writes nothing for it, so a stream commits at the
+    /// first answer content or the end, not at the reasoning before them. Until
+    /// then a failure still fails over, as nothing has reached the caller.
+    pub reasoning_hidden: bool,
 }
 
 /// An attempt that reached its first content event.
@@ -63,7 +69,10 @@ pub(crate) struct Opened {
 
 enum Mode {
     Json,
-    Stream,
+    /// `reasoning_hidden`: see [`RequestOptions::reasoning_hidden`].
+    Stream {
+        reasoning_hidden: bool,
+    },
 }
 
 /// What an attempt produced.
@@ -100,7 +109,10 @@ impl Router {
         opts: &RequestOptions,
     ) -> Result<Served<EventStream>, Failure> {
         let deadline = self.deadline(route, opts);
-        match self.run(route, req, opts, Mode::Stream).await? {
+        let mode = Mode::Stream {
+            reasoning_hidden: opts.reasoning_hidden,
+        };
+        match self.run(route, req, opts, mode).await? {
             (Won::Stream(opened, guard), provider, model, attempts) => {
                 let stream = committed_stream(
                     self.clone_for_resume(opts.attempt_sink.clone()),
@@ -660,17 +672,28 @@ impl Router {
     }
 }
 
-/// Finishes an opened attempt: a stream is handed on as it is (its guard records the
-/// outcome when it ends); a JSON answer is read to its end here.
+/// Finishes an opened attempt: a stream is handed on at its commit point (its guard
+/// records the outcome when it ends); a JSON answer is read to its end here.
 async fn complete(
     route: &Route,
-    opened: Opened,
+    mut opened: Opened,
     mut guard: AttemptGuard,
     mode: &Mode,
     deadline: Instant,
 ) -> Result<Won, UpstreamError> {
     match mode {
-        Mode::Stream => Ok(Won::Stream(opened, guard)),
+        Mode::Stream {
+            reasoning_hidden: false,
+        } => Ok(Won::Stream(opened, guard)),
+        Mode::Stream {
+            reasoning_hidden: true,
+        } => match read_past_reasoning(&mut opened, route.policy.timeouts.idle, deadline).await {
+            Ok(()) => Ok(Won::Stream(opened, guard)),
+            Err(err) => {
+                guard.finish(Err(&err), Some(opened.ttft));
+                Err(err)
+            }
+        },
         Mode::Json => {
             let ttft = opened.ttft;
             match collect(opened, route.policy.timeouts.idle, deadline).await {
@@ -683,6 +706,33 @@ async fn complete(
                     Err(err)
                 }
             }
+        }
+    }
+}
+
+/// For a caller that does not see reasoning: reads an opened stream on past the
+/// reasoning it began with, up to and including the first event that caller sees
+/// (answer content, or `Finish`), within the idle timeout between events. The
+/// first-token timeout is behind it: reasoning is the model's first output, and a
+/// model may reason for longer than that timeout before it answers.
+async fn read_past_reasoning(
+    opened: &mut Opened,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<(), UpstreamError> {
+    let seen = |e: &StreamEvent| {
+        matches!(e, StreamEvent::Finish { .. }) || (e.is_content() && !e.is_reasoning())
+    };
+    if opened.head.iter().any(seen) {
+        return Ok(());
+    }
+    let mut timer = IdleTimer::new(idle, deadline);
+    loop {
+        let event = timer.next(&mut opened.rest).await?;
+        let commit = seen(&event);
+        opened.head.push(event);
+        if commit {
+            return Ok(());
         }
     }
 }

@@ -299,7 +299,11 @@ async fn handle(
     let received_at = SystemTime::now();
     let mut meter = Meter::new(&state, None);
     let opts = match request_options(headers) {
-        Ok(opts) => opts,
+        Ok(opts) => RequestOptions {
+            // An OpenAI stream has no field for reasoning: it commits at the answer.
+            reasoning_hidden: format == Format::OpenAi,
+            ..opts
+        },
         Err(err) => return meter.error(format, &err),
     };
     let idem_key = match ledger::idempotency_key(headers) {

@@ -399,3 +399,113 @@ async fn new_provider_model_names_stop_at_the_limit() {
     h.router.resolve("chat").unwrap();
     assert_eq!(h.router.targets().len(), 1 + MAX_PROVIDER_MODEL_TARGETS);
 }
+
+// ---------------------------------------------------------------------------
+// The streaming commit point and reasoning
+// ---------------------------------------------------------------------------
+
+/// `a` reasons, then breaks before its first answer token; `b` answers.
+fn reasons_then_breaks() -> (Instant, Arc<Scripted>, Arc<Scripted>, Harness) {
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| Reply::Reasons {
+        ttft: millis(100),
+        think: millis(400),
+        then: Some(UpstreamError::new(
+            ErrorClass::Protocol,
+            "the upstream stream ended before the answer was complete",
+        )),
+    });
+    let b = Scripted::new(epoch, |_| answer(millis(100)));
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a"), target("b")])],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    (epoch, a, b, h)
+}
+
+async fn stream_with(h: &Harness, reasoning_hidden: bool) -> Served<EventStream> {
+    let mut req = request();
+    req.stream = true;
+    let opts = RequestOptions {
+        reasoning_hidden,
+        ..Default::default()
+    };
+    h.router
+        .chat_stream(&h.route("chat"), &req, &opts)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_cannot_see_reasoning_is_failed_over_until_the_first_answer_token() {
+    let (_, a, b, h) = reasons_then_breaks();
+    let served = stream_with(&h, true).await;
+    assert_eq!(
+        served.provider, "b",
+        "nothing had reached the caller from a"
+    );
+    assert!(!a.caller_ms().is_empty());
+    assert_eq!(b.caller_ms().len(), 1);
+    let events: Vec<_> = served.value.collect().await;
+    assert!(events.iter().all(Result::is_ok), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Ok(StreamEvent::TextDelta { .. })))
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Ok(StreamEvent::Finish { .. }))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_sees_reasoning_is_committed_at_it() {
+    let (_, _, b, h) = reasons_then_breaks();
+    let served = stream_with(&h, false).await;
+    assert_eq!(h.now_ms(), 100, "committed at the reasoning");
+    assert_eq!(served.provider, "a");
+    let events: Vec<_> = served.value.collect().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Ok(StreamEvent::ThinkingDelta { .. })))
+    );
+    assert!(
+        matches!(events.last(), Some(Err(e)) if e.class == ErrorClass::Protocol),
+        "the break after the commit ends the stream as an error: {events:?}"
+    );
+    assert!(b.caller_ms().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn reasoning_longer_than_the_first_token_timeout_is_no_stall() {
+    // First token timeout 15 s, idle 20 s: 16 s of reasoning before the answer.
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| Reply::Reasons {
+        ttft: millis(100),
+        think: Duration::from_secs(16),
+        then: None,
+    });
+    let b = Scripted::new(epoch, |_| answer(millis(100)));
+    let h = harness(
+        epoch,
+        vec![route("chat", vec![target("a"), target("b")])],
+        &[("a", &a), ("b", &b)],
+        roomy_budget(),
+        tuning(),
+    );
+    let served = stream_with(&h, true).await;
+    assert_eq!(served.provider, "a");
+    assert_eq!(h.now_ms(), 16_100, "committed at the first answer token");
+    assert!(b.caller_ms().is_empty());
+    let events: Vec<_> = served.value.collect().await;
+    assert!(events.iter().all(Result::is_ok), "{events:?}");
+    assert!(matches!(
+        events.last(),
+        Some(Ok(StreamEvent::Finish { .. }))
+    ));
+}

@@ -39,6 +39,13 @@ pub enum Reply {
         tokens: u32,
         gap: Duration,
     },
+    /// `Start` at once, reasoning after `ttft`, then after `think` one token and
+    /// `Finish`, or `then`'s error mid-stream.
+    Reasons {
+        ttft: Duration,
+        think: Duration,
+        then: Option<UpstreamError>,
+    },
 }
 
 /// What the script sees of a call.
@@ -184,7 +191,58 @@ async fn settle(reply: Reply) -> Result<u32, UpstreamError> {
             tokio::time::sleep(ttft).await;
             Ok(tokens)
         }
+        Reply::Reasons { ttft, think, then } => {
+            tokio::time::sleep(ttft + think).await;
+            then.map_or(Ok(1), Err)
+        }
     }
+}
+
+/// The stream of a [`Reply::Reasons`].
+fn reasoning_stream(
+    model: String,
+    ttft: Duration,
+    think: Duration,
+    then: Option<UpstreamError>,
+    live: Live,
+) -> EventStream {
+    Box::pin(futures::stream::unfold(
+        (0u32, live, then),
+        move |(i, mut live, then)| {
+            let model = model.clone();
+            async move {
+                let item = match (i, &then) {
+                    (0, _) => Ok(StreamEvent::Start {
+                        id: "scripted".into(),
+                        model,
+                    }),
+                    (1, _) => {
+                        tokio::time::sleep(ttft).await;
+                        Ok(StreamEvent::ThinkingDelta { text: "hmm".into() })
+                    }
+                    (2, Some(err)) => {
+                        tokio::time::sleep(think).await;
+                        live.done = true;
+                        Err(err.clone())
+                    }
+                    (2, None) => {
+                        tokio::time::sleep(think).await;
+                        Ok(StreamEvent::TextDelta { text: "t1 ".into() })
+                    }
+                    (3, None) => {
+                        live.done = true;
+                        Ok(StreamEvent::Finish {
+                            stop_reason: StopReason::EndTurn,
+                            stop_sequence: None,
+                            usage: usage(1),
+                        })
+                    }
+                    _ => return None,
+                };
+                Some((item, (i + 1, live, then)))
+            }
+        },
+    ))
 }
 
 impl Upstream for Scripted {
@@ -228,6 +286,9 @@ impl Upstream for Scripted {
                 Reply::Hang => futures::future::pending().await,
                 Reply::Answer { ttft, tokens, gap } => {
                     Ok(answer_stream(model.to_string(), ttft, tokens, gap, live))
+                }
+                Reply::Reasons { ttft, think, then } => {
+                    Ok(reasoning_stream(model.to_string(), ttft, think, then, live))
                 }
             }
         })
