@@ -300,7 +300,10 @@ pub enum StopReason {
     MaxTokens,
     StopSequence,
     ToolUse,
+    /// The provider's safety system stopped the answer (OpenAI `content_filter`,
+    /// Anthropic `refusal`, Gemini `SAFETY` and its kin); any text before it stays.
     ContentFilter,
+    /// The answer is the model's refusal message (OpenAI's `refusal` field).
     Refusal,
     /// Anything else the upstream said; encoded as the format's plain stop.
     Other,

@@ -36,6 +36,8 @@ pub(crate) struct Answer {
     pub thinking: Option<String>,
     pub body: AnswerBody,
     pub usage: Usage,
+    /// Stopped by the provider's safety system (the `blocked` fault).
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,7 @@ impl Answer {
             .then(|| format!("Thinking about: {}", last_user_text(req)));
         Answer {
             thinking,
+            blocked: false,
             body,
             usage: Usage {
                 input_tokens: request_words(req).max(1),
@@ -94,7 +97,24 @@ impl Answer {
         }
     }
 
+    /// What the `blocked` fault leaves of the answer: its first `after_chunks`
+    /// text tokens (none of a tool call), stopped by the safety system.
+    pub(crate) fn block(&mut self, after_chunks: u32) {
+        let kept = match &self.body {
+            AnswerBody::Text(tokens) => {
+                tokens.iter().take(after_chunks as usize).cloned().collect()
+            }
+            AnswerBody::ToolCall { .. } => Vec::new(),
+        };
+        self.usage.output_tokens = kept.len() as u64;
+        self.body = AnswerBody::Text(kept);
+        self.blocked = true;
+    }
+
     pub(crate) fn stop_reason(&self) -> StopReason {
+        if self.blocked {
+            return StopReason::ContentFilter;
+        }
         match self.body {
             AnswerBody::Text(_) => StopReason::EndTurn,
             AnswerBody::ToolCall { .. } => StopReason::ToolUse,
@@ -104,6 +124,8 @@ impl Answer {
     /// The whole answer, for a JSON reply.
     pub(crate) fn response(&self, id: &str, model: &str) -> ChatResponse {
         let content = match &self.body {
+            // A blocked answer may have no text at all: then no block.
+            AnswerBody::Text(tokens) if tokens.is_empty() => Vec::new(),
             AnswerBody::Text(tokens) => vec![ContentBlock::Text {
                 text: tokens.concat(),
             }],
@@ -230,6 +252,16 @@ pub(crate) fn check_thinking(req: &ChatRequest) -> Result<(), bulwark_core::Gate
             "Expected `thinking` or `redacted_thinking`, but found `tool_use`. When \
              `thinking` is enabled, a final `assistant` message must start with a thinking \
              block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).",
+        ));
+    }
+    // A prefill (a last assistant turn) may not end in whitespace.
+    if let Some(last) = req.messages.last()
+        && last.role == Role::Assistant
+        && let Some(ContentBlock::Text { text }) = last.content.last()
+        && text.ends_with(char::is_whitespace)
+    {
+        return Err(bulwark_core::GatewayError::invalid(
+            "messages: final assistant content cannot end with trailing whitespace",
         ));
     }
     Ok(())

@@ -218,7 +218,10 @@ async fn handle_call(state: Arc<MockState>, conn: Option<ConnHandle>, call: Inco
         Api::Gemini => requested_model.unwrap_or_default(),
         Api::OpenAi | Api::Anthropic => request.model.clone(),
     };
-    let answer = Answer::build(&request, &behavior, api, seq);
+    let mut answer = Answer::build(&request, &behavior, api, seq);
+    if let Some(Fault::Blocked { after_chunks }) = &fault {
+        answer.block(*after_chunks);
+    }
     let id = response_id(api, &state.instance, seq);
     let response = if stream {
         let mut encoder = match api {

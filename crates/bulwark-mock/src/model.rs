@@ -82,6 +82,13 @@ pub enum Fault {
     /// Streams only: the whole answer without the format's terminator (OpenAI
     /// `[DONE]`, Anthropic `message_stop`; Gemini has none), then a clean close.
     NoTerminator,
+    /// The provider's safety system stops the answer after `after_chunks` text
+    /// chunks (default 0): OpenAI `finish_reason: "content_filter"`, Anthropic
+    /// `stop_reason: "refusal"`, Gemini `finishReason: "SAFETY"`. Streams and JSON.
+    Blocked {
+        #[serde(default)]
+        after_chunks: u32,
+    },
     /// Streams only: after `after_chunks` chunks, the provider's in-band error
     /// event, then the stream ends.
     ErrorEvent {
@@ -108,6 +115,7 @@ impl Fault {
             Fault::Malformed { .. } => "malformed",
             Fault::NoTerminator => "no_terminator",
             Fault::ErrorEvent { .. } => "error_event",
+            Fault::Blocked { .. } => "blocked",
         }
     }
 

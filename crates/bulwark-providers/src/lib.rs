@@ -575,9 +575,13 @@ where
                 return None;
             }
             let step = match st.sse.next().await {
+                // An event with no data, or only whitespace (a bare `data:` line some
+                // proxies send as a keep-alive), carries nothing to decode.
                 Some(Ok(sse)) => match sse.data {
-                    Some(data) => st.decoder.feed(sse.event.as_deref(), &data, &mut st.buf),
-                    None => Ok(()),
+                    Some(data) if !data.trim().is_empty() => {
+                        st.decoder.feed(sse.event.as_deref(), &data, &mut st.buf)
+                    }
+                    _ => Ok(()),
                 },
                 Some(Err(err)) => Err(UpstreamError::new(
                     ErrorClass::Transient,
@@ -918,5 +922,45 @@ mod one_call_tests {
                 }
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod decode_sse_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// An Anthropic stream with a bare `data:` line between its events (a keep-alive
+    /// some proxies send): decoded as if it were not there.
+    #[test]
+    fn an_event_without_data_is_skipped_not_decoded() {
+        let body = concat!(
+            "event: message_start\n",
+            r#"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"usage":{"input_tokens":3,"output_tokens":0}}}"#,
+            "\n\ndata:\n\n",
+            "data:   \n\n",
+            "event: content_block_start\n",
+            r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            "\n\nevent: content_block_delta\n",
+            r#"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            "\n\nevent: message_delta\n",
+            r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":1}}"#,
+            "\n\nevent: message_stop\n",
+            r#"data: {"type":"message_stop"}"#,
+            "\n\n",
+        );
+        let bytes = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]);
+        let sse = sse_stream::SseByteStream::new(bytes);
+        let decoder = Box::new(anthropic::client_stream::AnthropicStreamDecoder::default());
+        let events: Vec<_> = futures::executor::block_on(decode_sse(sse, decoder).collect());
+        let events: Vec<StreamEvent> = events.into_iter().map(Result::unwrap).collect();
+        assert!(events.contains(&StreamEvent::TextDelta { text: "Hi".into() }));
+        assert!(matches!(
+            events.last(),
+            Some(StreamEvent::Finish {
+                stop_reason: bulwark_core::StopReason::EndTurn,
+                ..
+            })
+        ));
     }
 }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use bulwark_core::config::HedgeAfter;
 use bulwark_core::{
-    ChatRequest, ChatResponse, ContentBlock, ErrorClass, Message, Role, StreamAccumulator,
-    StreamEvent, UpstreamError,
+    ChatRequest, ChatResponse, ContentBlock, ErrorClass, Message, Role, StopReason,
+    StreamAccumulator, StreamEvent, UpstreamError,
 };
 use futures::StreamExt;
 use rand::Rng;
@@ -79,6 +79,35 @@ enum Mode {
 enum Won {
     Json(ChatResponse),
     Stream(Opened, AttemptGuard),
+}
+
+impl Won {
+    /// The provider's content filter stopped the answer, or the answer is a refusal,
+    /// before anything of it reached the caller (a stream committed at its text
+    /// has no `Finish` in hand yet).
+    fn blocked(&self) -> bool {
+        let blocked = |s: StopReason| matches!(s, StopReason::ContentFilter | StopReason::Refusal);
+        match self {
+            Won::Json(response) => blocked(response.stop_reason),
+            Won::Stream(opened, _) => opened.head.iter().any(
+                |e| matches!(e, StreamEvent::Finish { stop_reason, .. } if blocked(*stop_reason)),
+            ),
+        }
+    }
+}
+
+/// How a request ends when no target served it: with the answer a content filter
+/// stopped, when one did (with `failover_on_content_policy`, the next targets were
+/// tried for a better one and none gave it), or with the failure.
+fn or_blocked(
+    blocked: Option<(Won, String, String)>,
+    attempts: u32,
+    failure: Failure,
+) -> Result<(Won, String, String, u32), Failure> {
+    match blocked {
+        Some((won, provider, model)) => Ok((won, provider, model, attempts)),
+        None => Err(failure),
+    }
 }
 
 impl Router {
@@ -244,6 +273,9 @@ impl Router {
         // Smallest window a later target must exceed, after a context-window failure.
         let mut need_window: Option<u64> = None;
         let mut previous: Option<String> = None;
+        // With `failover_on_content_policy`: the latest answer a content filter
+        // stopped, given to the caller if no later target answers.
+        let mut blocked: Option<(Won, String, String)> = None;
 
         let mut idx = 0;
         while idx < order.len() {
@@ -299,7 +331,8 @@ impl Router {
                             break;
                         }
                         info!(route = %route.name, "retry budget spent; not trying further");
-                        return Err(exhausted(route, last, attempts, throttled_until, true));
+                        let failure = exhausted(route, last, attempts, throttled_until, true);
+                        return or_blocked(blocked, attempts, failure);
                     }
                 }
                 let adm = match admission.take() {
@@ -337,6 +370,16 @@ impl Router {
                     )
                     .await;
                 let err = match outcome {
+                    Ok((won, provider, model))
+                        if policy.failover_on_content_policy && won.blocked() =>
+                    {
+                        let err = UpstreamError::new(
+                            ErrorClass::ContentPolicy,
+                            "the provider's content filter stopped the answer",
+                        );
+                        blocked = Some((won, provider, model));
+                        err
+                    }
                     Ok((won, provider, model)) => {
                         if let Some(session) = &opts.session {
                             self.sticky
@@ -358,7 +401,8 @@ impl Router {
                 let class = err.class;
                 match class {
                     ErrorClass::InvalidRequest => {
-                        return Err(Failure::of(err, attempts, &health.provider));
+                        let failure = Failure::of(err, attempts, &health.provider);
+                        return or_blocked(blocked, attempts, failure);
                     }
                     ErrorClass::ContentPolicy if !policy.failover_on_content_policy => {
                         return Err(Failure::of(err, attempts, &health.provider));
@@ -486,7 +530,8 @@ impl Router {
         {
             last = None;
         }
-        Err(exhausted(route, last, attempts, throttled_until, false))
+        let failure = exhausted(route, last, attempts, throttled_until, false);
+        or_blocked(blocked, attempts, failure)
     }
 
     /// The next target a hedge may go to, if the route hedges.
@@ -681,19 +726,26 @@ async fn complete(
     mode: &Mode,
     deadline: Instant,
 ) -> Result<Won, UpstreamError> {
-    match mode {
-        Mode::Stream {
-            reasoning_hidden: false,
-        } => Ok(Won::Stream(opened, guard)),
-        Mode::Stream {
-            reasoning_hidden: true,
-        } => match read_past_reasoning(&mut opened, route.policy.timeouts.idle, deadline).await {
-            Ok(()) => Ok(Won::Stream(opened, guard)),
-            Err(err) => {
-                guard.finish(Err(&err), Some(opened.ttft));
-                Err(err)
+    match *mode {
+        Mode::Stream { reasoning_hidden } => {
+            // With `failover_on_content_policy`, a refusal message is held back as
+            // well: it may end in the content filter's stop, and the next target may
+            // answer instead.
+            let hold_refusals = route.policy.failover_on_content_policy;
+            let commits = |e: &StreamEvent| match e {
+                StreamEvent::Finish { .. } => true,
+                StreamEvent::RefusalDelta { .. } => !hold_refusals,
+                e if e.is_reasoning() => !reasoning_hidden,
+                e => e.is_content(),
+            };
+            match read_to_commit(&mut opened, commits, route.policy.timeouts.idle, deadline).await {
+                Ok(()) => Ok(Won::Stream(opened, guard)),
+                Err(err) => {
+                    guard.finish(Err(&err), Some(opened.ttft));
+                    Err(err)
+                }
             }
-        },
+        }
         Mode::Json => {
             let ttft = opened.ttft;
             match collect(opened, route.policy.timeouts.idle, deadline).await {
@@ -710,26 +762,25 @@ async fn complete(
     }
 }
 
-/// For a caller that does not see reasoning: reads an opened stream on past the
-/// reasoning it began with, up to and including the first event that caller sees
-/// (answer content, or `Finish`), within the idle timeout between events. The
+/// Reads an opened stream on to its commit point: the first event that `commits`
+/// (what the caller is sent and cannot be taken back), within the idle timeout
+/// between events. Content before it that does not commit is reasoning an OpenAI
+/// caller is not sent, or a refusal held back to see how the answer ends. The
 /// first-token timeout is behind it: reasoning is the model's first output, and a
 /// model may reason for longer than that timeout before it answers.
-async fn read_past_reasoning(
+async fn read_to_commit(
     opened: &mut Opened,
+    commits: impl Fn(&StreamEvent) -> bool,
     idle: Duration,
     deadline: Instant,
 ) -> Result<(), UpstreamError> {
-    let seen = |e: &StreamEvent| {
-        matches!(e, StreamEvent::Finish { .. }) || (e.is_content() && !e.is_reasoning())
-    };
-    if opened.head.iter().any(seen) {
+    if opened.head.iter().any(&commits) {
         return Ok(());
     }
     let mut timer = IdleTimer::new(idle, deadline);
     loop {
         let event = timer.next(&mut opened.rest).await?;
-        let commit = seen(&event);
+        let commit = commits(&event);
         opened.head.push(event);
         if commit {
             return Ok(());

@@ -143,6 +143,10 @@ struct State {
     used: Vec<(String, String)>,
     /// The next upstream `Start` is swallowed (a resumed continuation).
     skip_start: bool,
+    /// The prefill left out the whitespace that ends the caller's text (Anthropic
+    /// refuses a prefill ending in it): the continuation's leading whitespace, which
+    /// the caller already has, is dropped.
+    trim_lead: bool,
     /// The idle timeout between events (and the deadline over all).
     timer: IdleTimer,
 }
@@ -170,6 +174,7 @@ pub(crate) fn committed_stream(
         tool_started: false,
         used,
         skip_start: false,
+        trim_lead: false,
         timer,
     };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
@@ -188,6 +193,17 @@ pub(crate) fn committed_stream(
             match next {
                 Ok(StreamEvent::Start { .. }) if st.skip_start => {
                     st.skip_start = false;
+                }
+                Ok(StreamEvent::TextDelta { text }) if st.trim_lead => {
+                    let rest = text.trim_start();
+                    if !rest.is_empty() {
+                        st.trim_lead = false;
+                        st.text.push_str(rest);
+                        let event = StreamEvent::TextDelta {
+                            text: rest.to_string(),
+                        };
+                        return Some((Ok(event), st));
+                    }
                 }
                 Ok(event) => {
                     match &event {
@@ -217,7 +233,7 @@ pub(crate) fn committed_stream(
                     st.guard.finish(Err(&err), Some(ttft));
                     if st.route.policy.resume_streams
                         && !st.tool_started
-                        && !st.text.is_empty()
+                        && !st.text.trim_end().is_empty()
                         && resume(&mut st).await.is_some()
                     {
                         continue;
@@ -260,7 +276,9 @@ async fn resume(st: &mut State) -> Option<()> {
         }
         st.used
             .push((health.provider.clone(), health.model.clone()));
-        let request = prefill_request(&st.req, &st.text);
+        let prefill = st.text.trim_end();
+        let request = prefill_request(&st.req, prefill);
+        let trimmed = prefill.len() < st.text.len();
         let mut guard = AttemptGuard::new(
             Arc::clone(&health),
             admission,
@@ -288,6 +306,7 @@ async fn resume(st: &mut State) -> Option<()> {
                 st.head = opened.head.into_iter();
                 st.rest = Some(opened.rest);
                 st.skip_start = true;
+                st.trim_lead = trimmed;
                 st.guard = guard;
                 return Some(());
             }

@@ -515,7 +515,9 @@ pub(crate) fn stop_reason_from_wire(reason: Option<&str>) -> StopReason {
         Some("max_tokens" | "model_context_window_exceeded") => StopReason::MaxTokens,
         Some("stop_sequence") => StopReason::StopSequence,
         Some("tool_use") => StopReason::ToolUse,
-        Some("refusal") => StopReason::Refusal,
+        // Anthropic's safety classifiers stopped the answer (any text before it is
+        // kept): a content filter's stop, as OpenAI and Gemini call theirs.
+        Some("refusal") => StopReason::ContentFilter,
         // pause_turn (a long server-tool turn paused) and anything newer.
         _ => StopReason::Other,
     }
@@ -1144,7 +1146,7 @@ mod tests {
             ("stop_sequence", StopReason::StopSequence),
             ("tool_use", StopReason::ToolUse),
             ("pause_turn", StopReason::Other),
-            ("refusal", StopReason::Refusal),
+            ("refusal", StopReason::ContentFilter),
             ("model_context_window_exceeded", StopReason::MaxTokens),
             ("something_new", StopReason::Other),
         ];

@@ -258,6 +258,13 @@ impl StreamDecoder for AnthropicStreamDecoder {
                     self.usage.cache_creation_input_tokens = usage.cache_creation_input_tokens;
                 }
             }
+            StreamEventWire::MessageStop if self.stop.is_none() => {
+                // Every complete message says why it stopped (`message_delta`); a stop
+                // without it may follow a cut answer.
+                return Err(UpstreamError::protocol(
+                    "anthropic stream stopped (message_stop) without a stop reason: the answer may be incomplete",
+                ));
+            }
             StreamEventWire::MessageStop => self.emit_finish(out),
         }
         Ok(())
@@ -443,6 +450,14 @@ mod tests {
         assert_eq!(err.class, ErrorClass::Protocol);
         assert_eq!(err.message, "stream ended before the answer was complete");
         assert_eq!(run(&[], true).unwrap_err().class, ErrorClass::Protocol);
+
+        // message_stop with no message_delta before it: no stop reason, so the text
+        // before it may be cut short, and it is no answer.
+        let mut stopped_without_reason = truncated.to_vec();
+        stopped_without_reason.push(json!({"type": "message_stop"}));
+        let err = run(&stopped_without_reason, true).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Protocol);
+        assert!(err.message.contains("without a stop reason"), "{err:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 pub mod client;
 mod client_error;
-mod client_stream;
+pub(crate) mod client_stream;
 pub mod serve;
 mod serve_encode;
 mod serve_fields;

@@ -22,10 +22,17 @@ pub fn encode_response(resp: &ChatResponse, id: &str) -> Vec<u8> {
         .filter_map(|block| match block {
             ContentBlock::Text { text } if text.is_empty() => None,
             ContentBlock::Text { text } => Some(ResponseBlock::Text { text: text.clone() }),
+            // A tool's `input` is always an object here. Arguments another provider
+            // wrote that are no JSON object (cut off by `max_tokens`, or malformed) are
+            // kept as text for an OpenAI caller; this format has no place for them.
             ContentBlock::ToolUse { id, name, input } => Some(ResponseBlock::ToolUse {
                 id: id.clone(),
                 name: name.clone(),
-                input: input.clone(),
+                input: if input.is_object() {
+                    input.clone()
+                } else {
+                    Value::Object(Default::default())
+                },
             }),
             ContentBlock::Thinking {
                 thinking,
@@ -580,6 +587,26 @@ mod tests {
             encoder.encode(event, &mut frames);
         }
         frames
+    }
+
+    #[test]
+    fn a_tool_input_that_is_no_json_object_is_an_empty_object() {
+        // An OpenAI upstream cut off mid-arguments: the neutral input keeps the text.
+        let resp = ChatResponse {
+            id: "x".into(),
+            model: "m".into(),
+            content: vec![ContentBlock::ToolUse {
+                id: "toolu_1".into(),
+                name: "get_weather".into(),
+                input: Value::String(r#"{"city": "Pa"#.into()),
+            }],
+            stop_reason: StopReason::MaxTokens,
+            stop_sequence: None,
+            usage: Usage::default(),
+        };
+        let body: Value = serde_json::from_slice(&encode_response(&resp, "msg_1")).unwrap();
+        assert_eq!(body["content"][0]["input"], json!({}));
+        assert_eq!(body["stop_reason"], "max_tokens");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use bulwark_core::{StreamEvent, UpstreamError, Usage};
 use serde_json::Value;
 
 use super::client::{
-    UNKNOWN_MODEL, blocked_prompt_error, generate_call_id, generate_response_id, stop_reason,
-    usage_from_wire,
+    UNKNOWN_MODEL, blocked_prompt_error, generate_call_id, generate_response_id, malformed_answer,
+    stop_reason, usage_from_wire,
 };
 use super::wire::GenerateContentResponse;
 use crate::StreamDecoder;
@@ -129,6 +129,9 @@ impl StreamDecoder for GeminiStreamDecoder {
             ));
         };
         self.done = true;
+        if let Some(err) = malformed_answer(&reason) {
+            return Err(err);
+        }
         out.push(StreamEvent::Finish {
             stop_reason: stop_reason(Some(&reason), self.calls > 0),
             stop_sequence: None,
@@ -215,6 +218,19 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn a_malformed_function_call_is_a_failed_answer_not_an_empty_one() {
+        for reason in ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"] {
+            let (_, result) = feed_all(&[json!({
+                "candidates": [{"content": {"parts": [{"text": "Let me look"}]}, "finishReason": reason}],
+                "responseId": "r-3"
+            })]);
+            let err = result.unwrap_err();
+            assert_eq!(err.class, ErrorClass::Protocol);
+            assert!(err.message.contains(reason), "{err:?}");
+        }
     }
 
     #[test]

@@ -58,6 +58,13 @@ impl StreamDecoder for Decoder {
                     "upstream stream ended without a choice in any chunk",
                 ));
             }
+            if self.finish_reason.is_none() {
+                // Every complete answer says why it ended; a terminator without that
+                // (a proxy closing for a model that failed) may follow a cut answer.
+                return Err(UpstreamError::protocol(
+                    "upstream stream ended ([DONE]) without a finish reason: the answer may be incomplete",
+                ));
+            }
             out.push(self.finish_event());
             return Ok(());
         }
@@ -170,8 +177,19 @@ impl Decoder {
         out: &mut Vec<StreamEvent>,
     ) -> Result<(), UpstreamError> {
         let id = call.id.as_deref().filter(|id| !id.is_empty());
+        let named = call
+            .function
+            .as_ref()
+            .and_then(|f| f.name.as_deref())
+            .is_some_and(|n| !n.is_empty());
         let known = match call.index {
-            Some(wire) => self.calls.iter().position(|(w, _)| *w == Some(wire)),
+            // A fragment with a new id and a name at an index already in use starts a
+            // call of its own: some compatible servers send every call at index 0.
+            Some(wire) => self
+                .calls
+                .iter()
+                .rposition(|(w, _)| *w == Some(wire))
+                .filter(|&at| !(named && id.is_some_and(|id| id != self.calls[at].1))),
             // Without an index (some compatible servers): a new id starts a new call,
             // anything else continues the last one.
             None => match id {

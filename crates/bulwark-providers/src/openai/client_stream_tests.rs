@@ -520,3 +520,58 @@ fn a_refusal_streams_to_an_openai_caller_as_refusal_deltas() {
         "stop"
     );
 }
+
+#[test]
+fn done_without_a_finish_reason_is_no_answer() {
+    // Text, then the terminator, and nothing ever said why the answer ended: it may
+    // have been cut short, so it is not passed on as complete.
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Half an"},"finish_reason":null}]}"#,
+        "[DONE]",
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Protocol);
+    assert!(err.message.contains("without a finish reason"), "{err:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Finish { .. }))
+    );
+}
+
+#[test]
+fn calls_sent_at_one_index_with_their_own_ids_stay_apart() {
+    // Some compatible servers number every call 0; a new id with a name is a new call.
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris\"}"}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_b","type":"function","function":{"name":"get_time","arguments":""}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"tz\":\"UTC\"}"}}]}}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events[1..5],
+        [
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "call_a".into(),
+                name: "get_weather".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: r#"{"city":"Paris"}"#.into()
+            },
+            StreamEvent::ToolCallStart {
+                index: 1,
+                id: "call_b".into(),
+                name: "get_time".into()
+            },
+            StreamEvent::ToolCallDelta {
+                index: 1,
+                arguments: r#"{"tz":"UTC"}"#.into()
+            },
+        ]
+    );
+}

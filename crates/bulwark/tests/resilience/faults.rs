@@ -449,6 +449,103 @@ async fn a_content_policy_rejection_is_one_attempt_and_its_reason_reaches_the_ca
     assert_eq!(r.json()["error"]["message"], reason);
 }
 
+/// 13b. An answer the provider's content filter stopped (`blocked`: OpenAI
+/// `content_filter`, Anthropic `refusal`, Gemini `SAFETY`) reaches the caller as
+/// stopped by default. With `failover_on_content_policy` the next target answers
+/// instead, for a JSON caller even after text; and when every target's filter stops
+/// it, the caller still gets the last stopped answer, not an error.
+#[tokio::test]
+async fn a_content_filter_stop_fails_over_only_when_the_route_says_so() {
+    let blocked = |after: u32| fault(json!({"fault": {"kind": "blocked", "after_chunks": after}}));
+    async fn ask(g: &Gw, openai: bool, stream: bool) -> Resp {
+        if openai {
+            g.openai(&chat(stream)).await
+        } else {
+            g.anthropic(&anthropic_chat(stream)).await
+        }
+    }
+    let stop_of = |r: &Resp, openai: bool, stream: bool| -> (String, String) {
+        let provider = r.header("x-bulwark-provider").to_string();
+        let stop = match (openai, stream) {
+            (true, false) => r.json()["choices"][0]["finish_reason"].clone(),
+            (true, true) => json!(openai_stream(&r.body).finish_reason),
+            (false, false) => r.json()["stop_reason"].clone(),
+            (false, true) => anthropic_events(&r.body)
+                .into_iter()
+                .find(|(name, _)| name == "message_delta")
+                .map(|(_, data)| data["delta"]["stop_reason"].clone())
+                .unwrap_or_default(),
+        };
+        (provider, stop.as_str().unwrap_or_default().to_string())
+    };
+    let cases = [(true, false), (true, true), (false, false), (false, true)];
+
+    // By default the stopped answer is the answer.
+    let g = Gw::start(&route("chat", &[P, S], &scaled())).await;
+    g.primary.push_fault(blocked(2));
+    for (openai, stream) in cases {
+        let r = ask(&g, openai, stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let want = if openai { "content_filter" } else { "refusal" };
+        assert_eq!(
+            stop_of(&r, openai, stream),
+            ("primary".into(), want.into()),
+            "{}",
+            r.body
+        );
+    }
+    assert!(
+        g.secondary.calls().is_empty(),
+        "no failover on a content filter by default"
+    );
+
+    // With failover_on_content_policy the next target answers.
+    let g = Gw::start(&route(
+        "chat",
+        &[P, S, T],
+        &[TIMEOUTS, BREAKER, "failover_on_content_policy: true"],
+    ))
+    .await;
+    g.primary.push_fault(blocked(0));
+    for (openai, stream) in cases {
+        let r = ask(&g, openai, stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let want = if openai { "stop" } else { "end_turn" };
+        assert_eq!(
+            stop_of(&r, openai, stream),
+            ("secondary".into(), want.into()),
+            "{}",
+            r.body
+        );
+    }
+    // A JSON caller has been sent nothing yet, even when text came before the stop.
+    g.primary.clear_faults();
+    g.primary.push_fault(blocked(2));
+    let r = g.openai(&chat(false)).await;
+    assert_eq!(
+        stop_of(&r, true, false),
+        ("secondary".into(), "stop".into())
+    );
+
+    // Every target's filter stops it: the last stopped answer, still a 200.
+    for mock in [&g.primary, &g.secondary, &g.tertiary] {
+        mock.clear_faults();
+        mock.push_fault(blocked(0));
+    }
+    for (openai, stream) in cases {
+        let r = ask(&g, openai, stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let want = if openai { "content_filter" } else { "refusal" };
+        assert_eq!(
+            stop_of(&r, openai, stream),
+            ("tertiary".into(), want.into()),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.header("x-bulwark-attempts"), "3");
+    }
+}
+
 /// 14. Stream cut, and the fallback rejects a prefill → the caller never sees the
 /// prefill error as the final error. (And when it accepts, the answer continues.)
 #[tokio::test]
@@ -488,7 +585,9 @@ async fn a_cut_stream_whose_fallback_rejects_the_prefill_ends_with_the_original_
         .unwrap()
         .clone();
     assert_eq!(last["role"], "assistant");
-    assert_eq!(last["content"], tokens(1, 5));
+    // Without the space the caller already has: Anthropic refuses a prefill ending
+    // in whitespace.
+    assert_eq!(last["content"], tokens(1, 5).trim_end());
 
     // The same cut with a fallback that takes the prefill: one complete stream.
     g.primary.push_fault(fault(cut));
