@@ -5,6 +5,7 @@ openai, gemini, openai-compatible) × {plain, stream, tools}. The upstream is Bu
 provider; its call log shows what the upstream received.
 """
 
+import re
 import json
 
 import anthropic
@@ -778,6 +779,42 @@ def test_openai_sdk_strict_tools_reach_an_openai_upstream_strict(stack, mock):
     tool = only_call(mock, "openai")["body"]["tools"][0]["function"]
     assert tool["strict"] is True
     assert tool["parameters"]["additionalProperties"] is False
+
+
+def test_anthropic_sdk_strict_tools_and_foreign_tool_ids_reach_anthropic(stack, mock):
+    """A strict tool reaches Anthropic strict (and OpenAI strict), and a conversation
+    whose tool call another provider named `functions.get_weather:0` (vLLM-style; an
+    id Anthropic refuses) reaches Anthropic with one id it takes, the same on the
+    call and on its result."""
+    tool = {
+        "name": "get_weather", "description": "Weather", "strict": True,
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                         "required": ["city"], "additionalProperties": False},
+    }
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "functions.get_weather:0",
+                                           "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "functions.get_weather:0",
+                                      "content": "sunny"}]},
+    ]
+    client = anthropic_client(stack)
+    reply = client.messages.create(model="anthropic/claude-test", max_tokens=100,
+                                   tools=[tool], messages=messages)
+    assert reply.stop_reason in ("end_turn", "tool_use")
+    # (The mock, like Anthropic, refuses any other id with a 400.)
+    body = only_call(mock, "anthropic")["body"]
+    assert body["tools"][0]["strict"] is True
+    used = body["messages"][1]["content"][0]["id"]
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", used), used
+    assert body["messages"][2]["content"][0]["tool_use_id"] == used
+
+    mock.reset()
+    client.messages.create(model="openai/gpt-test", max_tokens=100, tools=[tool], messages=messages)
+    sent = only_call(mock, "openai")["body"]
+    assert sent["tools"][0]["function"]["strict"] is True
+    # Other providers take the caller's id as it was.
+    assert sent["messages"][1]["tool_calls"][0]["id"] == "functions.get_weather:0"
 
 
 # ---------------------------------------------------------------- idempotency

@@ -233,9 +233,9 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
-    /// OpenAI's strict mode: the provider guarantees arguments that match the
-    /// schema (what structured-output clients rely on). Sent to OpenAI and
-    /// OpenAI-compatible upstreams; the others have no such switch.
+    /// Strict tool use: the provider guarantees arguments that match the schema
+    /// (what structured-output clients rely on). Sent to OpenAI, OpenAI-compatible
+    /// and Anthropic upstreams; Gemini has no such switch.
     #[serde(default)]
     pub strict: bool,
 }

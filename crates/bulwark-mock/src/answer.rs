@@ -237,6 +237,21 @@ pub(crate) fn check_thinking(req: &ChatRequest) -> Result<(), bulwark_core::Gate
                     "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
                 )));
             }
+            let id = match block {
+                ContentBlock::ToolUse { id, .. } => Some(("id", id)),
+                ContentBlock::ToolResult { tool_use_id, .. } => Some(("tool_use_id", tool_use_id)),
+                _ => None,
+            };
+            if let Some((field, id)) = id
+                && (id.is_empty()
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                return Err(bulwark_core::GatewayError::invalid(format!(
+                    "messages.{i}.content.{j}.{field}: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                )));
+            }
         }
     }
     let last_assistant = req.messages.iter().rfind(|m| m.role == Role::Assistant);

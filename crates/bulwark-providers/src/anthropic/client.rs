@@ -202,6 +202,7 @@ fn build_request<'a>(
                 description: t.description.as_deref(),
                 input_schema: input_schema(&t.parameters),
                 cache_control: req.cache_control_at(CachePoint::Tool(i)),
+                strict: t.strict,
             })
             .collect(),
         tool_choice,
@@ -424,7 +425,7 @@ fn encode_block<'a>(
             cache_control,
         }),
         ContentBlock::ToolUse { id, name, input } => Some(ContentBlockParam::ToolUse {
-            id,
+            id: tool_id(id),
             name,
             input,
             cache_control,
@@ -469,7 +470,7 @@ fn encode_block<'a>(
                 }
             }
             Some(ContentBlockParam::ToolResult {
-                tool_use_id,
+                tool_use_id: tool_id(tool_use_id),
                 content: inner,
                 is_error: *is_error,
                 cache_control,
@@ -506,6 +507,23 @@ fn response_block(block: ResponseBlock) -> Option<ContentBlock> {
         ResponseBlock::RedactedThinking { data } => Some(ContentBlock::RedactedThinking { data }),
         ResponseBlock::Other => None,
     }
+}
+
+/// A tool call's id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`). Other providers' ids
+/// can hold more (`functions.get_weather:0` from vLLM-style servers), and Anthropic
+/// answers those with a 400: each other character becomes `_`, and a hash of the
+/// whole id keeps two ids that differ only there apart. The same id always maps to
+/// the same text, so a call and its result still match.
+fn tool_id(id: &str) -> Cow<'_, str> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !id.is_empty() && id.chars().all(valid) {
+        return Cow::Borrowed(id);
+    }
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let kept: String = id.chars().map(|c| if valid(c) { c } else { '_' }).collect();
+    Cow::Owned(format!("{kept}_{hash:016x}"))
 }
 
 /// Anthropic's `stop_reason` → neutral.
@@ -1136,6 +1154,20 @@ mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn tool_ids_anthropic_refuses_are_rewritten_the_same_way_each_time() {
+        assert_eq!(tool_id("toolu_01A-b"), "toolu_01A-b");
+        let odd = tool_id("functions.get_weather:0");
+        assert!(odd.starts_with("functions_get_weather_0_"), "{odd}");
+        assert!(
+            odd.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        );
+        assert_eq!(odd, tool_id("functions.get_weather:0"));
+        assert_ne!(odd, tool_id("functions:get_weather.0"));
+        assert!(!tool_id("").is_empty());
     }
 
     #[test]

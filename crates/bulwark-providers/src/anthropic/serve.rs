@@ -616,7 +616,12 @@ fn decode_tools(val: &Value) -> Result<Vec<Tool>, GatewayError> {
                 }
                 Some(_) => return Err(invalid(&format!("{path}.type"), "Input should be 'custom'")),
             }
-            for key in ["strict", "defer_loading", "input_examples", "allowed_callers"] {
+            let strict = match obj.get("strict") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(invalid(&format!("{path}.strict"), "Input should be a valid boolean")),
+            };
+            for key in ["defer_loading", "input_examples", "allowed_callers"] {
                 if obj.get(key).is_some_and(|v| !is_trivial(v)) {
                     return Err(unsupported(&format!("{path}.{key}"), &format!("tool `{key}`")));
                 }
@@ -648,7 +653,7 @@ fn decode_tools(val: &Value) -> Result<Vec<Tool>, GatewayError> {
                 name: name.to_owned(),
                 description,
                 parameters: schema.clone(),
-                strict: false,
+                strict,
             })
         })
         .collect()

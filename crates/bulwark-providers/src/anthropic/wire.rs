@@ -120,14 +120,14 @@ pub enum ContentBlockParam<'a> {
         cache_control: Option<&'a Value>,
     },
     ToolUse {
-        id: &'a str,
+        id: Cow<'a, str>,
         name: &'a str,
         input: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a Value>,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         /// Text and image blocks only. Optional in the API: omitted when empty.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         content: Vec<ContentBlockParam<'a>>,
@@ -161,6 +161,9 @@ pub struct ToolParam<'a> {
     pub input_schema: Cow<'a, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<&'a Value>,
+    /// Strict tool use: arguments that always match the schema.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -450,7 +453,7 @@ mod tests {
             json!({"type": "none"})
         );
         let v = serde_json::to_value(ContentBlockParam::ToolResult {
-            tool_use_id: "t",
+            tool_use_id: "t".into(),
             content: vec![],
             is_error: false,
             cache_control: None,

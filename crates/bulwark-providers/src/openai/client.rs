@@ -318,6 +318,9 @@ pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
 // Encoding
 // ---------------------------------------------------------------------------
 
+/// How many stop sequences OpenAI's Chat Completions takes.
+const OPENAI_MAX_STOP: usize = 4;
+
 fn build_request<'a>(
     req: &'a ChatRequest,
     model: &'a str,
@@ -327,6 +330,14 @@ fn build_request<'a>(
 ) -> Result<ChatCompletionRequest<'a>, UpstreamError> {
     if req.top_k.is_some() && !compatible {
         return Err(UpstreamError::unsupported(kind, "top_k"));
+    }
+    // OpenAI takes "up to 4 sequences" (Anthropic takes more): a target that cannot
+    // stop where the caller asked hands the request on, as for any feature it lacks.
+    if req.stop.len() > OPENAI_MAX_STOP && !compatible {
+        return Err(UpstreamError::unsupported(
+            kind,
+            &format!("more than {OPENAI_MAX_STOP} stop sequences"),
+        ));
     }
     let mut messages: Vec<RequestMessage<'a>> = req
         .system

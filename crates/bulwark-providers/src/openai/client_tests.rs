@@ -193,6 +193,26 @@ fn plain_openai_rejects_top_k_as_unsupported() {
 }
 
 #[test]
+fn more_stop_sequences_than_openai_takes_are_unsupported() {
+    let mut req = full_request();
+    req.stop = (1..=5).map(|i| format!("S{i}")).collect();
+    let err = OpenAiAdapter::new(false)
+        .encode_request(&req, "gpt-4o", false)
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Unsupported);
+    assert!(err.message.contains("stop sequences"), "{}", err.message);
+    // Four go; a compatible server gets all five.
+    let body = encode(&OpenAiAdapter::new(true), &req, false);
+    assert_eq!(body["stop"].as_array().unwrap().len(), 5);
+    req.stop.truncate(4);
+    assert!(
+        OpenAiAdapter::new(false)
+            .encode_request(&req, "gpt-4o", false)
+            .is_ok()
+    );
+}
+
+#[test]
 fn images_in_tool_results_are_unsupported() {
     let mut req = ChatRequest::default();
     req.messages.push(Message {
