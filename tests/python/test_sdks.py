@@ -562,6 +562,10 @@ def test_both_sdks_retrieve_a_model_and_hear_of_an_unknown_one_in_their_own_shap
         oai.models.retrieve("no-such-route")
     with pytest.raises(anthropic.NotFoundError):
         ant.models.retrieve("no-such-route")
+    # The Anthropic SDK pages the list by `limit` and `after_id`; every route comes once.
+    routes = [m.id for m in oai.models.list()]
+    assert [m.id for m in ant.models.list(limit=1)] == routes
+    assert len(ant.models.list(limit=1).data) == 1
     assert mock.calls() == []
 
 

@@ -94,24 +94,78 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// `GET /v1/models`: the routes, in the OpenAI list shape, or the Anthropic one when
-/// the caller sends `anthropic-version` (as the Anthropic SDK does).
-async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// the caller sends `anthropic-version` (as the Anthropic SDK does), paged as
+/// Anthropic pages it (`limit`, `after_id`, `before_id`).
+async fn list_models(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     let names = state.router.route_names();
-    let anthropic = headers.contains_key("anthropic-version");
-    let data: Vec<_> = names
-        .iter()
-        .map(|name| model_object(name, anthropic))
-        .collect();
-    if anthropic {
-        return axum::Json(serde_json::json!({
-            "data": data,
-            "has_more": false,
-            "first_id": names.first(),
-            "last_id": names.last(),
-        }))
-        .into_response();
+    if headers.contains_key("anthropic-version") {
+        return match anthropic_model_page(names, query.as_deref().unwrap_or("")) {
+            Ok(page) => axum::Json(page).into_response(),
+            Err(err) => Format::Anthropic.error_response(&err, None),
+        };
     }
+    let data: Vec<_> = names.iter().map(|name| model_object(name, false)).collect();
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// One page of the Anthropic models list: `limit` (1–1000, default 20) models after
+/// `after_id` or before `before_id` (the routes in config order), with `has_more`
+/// and the page's `first_id` / `last_id`.
+fn anthropic_model_page(
+    names: &[String],
+    query: &str,
+) -> Result<serde_json::Value, bulwark_core::GatewayError> {
+    let (mut limit, mut after, mut before) = (20usize, None, None);
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        bulwark_core::GatewayError::invalid_param(
+                            "limit",
+                            format!("limit: Input should be a whole number from 1 to 1000, not {value:?}"),
+                        )
+                    })?;
+            }
+            "after_id" => after = Some(value.into_owned()),
+            "before_id" => before = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let at = |id: &str| names.iter().position(|n| n == id);
+    let (start, end, has_more) = match (after, before) {
+        (Some(_), Some(_)) => {
+            return Err(bulwark_core::GatewayError::invalid(
+                "after_id and before_id cannot be given together",
+            ));
+        }
+        (None, Some(before)) => {
+            let end = at(&before).unwrap_or(0);
+            let start = end.saturating_sub(limit);
+            (start, end, start > 0)
+        }
+        (after, None) => {
+            let start = after
+                .as_deref()
+                .map_or(0, |id| at(id).map_or(names.len(), |i| i + 1));
+            let end = start.saturating_add(limit).min(names.len());
+            (start, end, end < names.len())
+        }
+    };
+    let page = &names[start..end];
+    Ok(serde_json::json!({
+        "data": page.iter().map(|n| model_object(n, true)).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "first_id": page.first(),
+        "last_id": page.last(),
+    }))
 }
 
 /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): a route, or `provider/model`
@@ -185,4 +239,51 @@ async fn method_not_allowed(req: Request) -> Response {
         ),
     );
     format_of(&req).error_response(&err, None)
+}
+
+#[cfg(test)]
+mod model_page_tests {
+    use super::anthropic_model_page;
+
+    fn ids(page: &serde_json::Value) -> Vec<&str> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_anthropic_list_pages_by_limit_and_cursor() {
+        let names: Vec<String> = ["r1", "r2", "r3"].map(String::from).to_vec();
+        let all = anthropic_model_page(&names, "").unwrap();
+        assert_eq!(ids(&all), ["r1", "r2", "r3"]);
+        assert_eq!(all["has_more"], false);
+
+        let first = anthropic_model_page(&names, "limit=1").unwrap();
+        assert_eq!(ids(&first), ["r1"]);
+        assert_eq!(
+            (first["has_more"].clone(), first["last_id"].clone()),
+            (true.into(), "r1".into())
+        );
+        let next = anthropic_model_page(&names, "limit=2&after_id=r1").unwrap();
+        assert_eq!(ids(&next), ["r2", "r3"]);
+        assert_eq!(next["has_more"], false);
+        let back = anthropic_model_page(&names, "limit=1&before_id=r3").unwrap();
+        assert_eq!(ids(&back), ["r2"]);
+        assert_eq!(back["has_more"], true);
+        let past = anthropic_model_page(&names, "after_id=r3").unwrap();
+        assert!(ids(&past).is_empty());
+        assert!(past["first_id"].is_null());
+
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "after_id=r1&before_id=r3",
+        ] {
+            assert!(anthropic_model_page(&names, bad).is_err(), "{bad}");
+        }
+    }
 }
