@@ -404,16 +404,17 @@ async fn new_provider_model_names_stop_at_the_limit() {
 // The streaming commit point and reasoning
 // ---------------------------------------------------------------------------
 
-/// `a` reasons, then breaks before its first answer token; `b` answers.
-fn reasons_then_breaks() -> (Instant, Arc<Scripted>, Arc<Scripted>, Harness) {
+/// `a` reasons for `think`, then answers (`then` = None) or breaks before its first
+/// answer token; `b` answers.
+fn a_reasons_b_answers(
+    think: Duration,
+    then: Option<UpstreamError>,
+) -> (Arc<Scripted>, Arc<Scripted>, Harness) {
     let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| Reply::Reasons {
+    let a = Scripted::new(epoch, move |_| Reply::Reasons {
         ttft: millis(100),
-        think: millis(400),
-        then: Some(UpstreamError::new(
-            ErrorClass::Protocol,
-            "the upstream stream ended before the answer was complete",
-        )),
+        think,
+        then: then.clone(),
     });
     let b = Scripted::new(epoch, |_| answer(millis(100)));
     let h = harness(
@@ -423,7 +424,17 @@ fn reasons_then_breaks() -> (Instant, Arc<Scripted>, Arc<Scripted>, Harness) {
         roomy_budget(),
         tuning(),
     );
-    (epoch, a, b, h)
+    (a, b, h)
+}
+
+fn reasons_then_breaks() -> (Arc<Scripted>, Arc<Scripted>, Harness) {
+    a_reasons_b_answers(
+        millis(400),
+        Some(UpstreamError::new(
+            ErrorClass::Protocol,
+            "the upstream stream ended before the answer was complete",
+        )),
+    )
 }
 
 async fn stream_with(h: &Harness, reasoning_hidden: bool) -> Served<EventStream> {
@@ -441,7 +452,7 @@ async fn stream_with(h: &Harness, reasoning_hidden: bool) -> Served<EventStream>
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_cannot_see_reasoning_is_failed_over_until_the_first_answer_token() {
-    let (_, a, b, h) = reasons_then_breaks();
+    let (a, b, h) = reasons_then_breaks();
     let served = stream_with(&h, true).await;
     assert_eq!(
         served.provider, "b",
@@ -464,7 +475,7 @@ async fn a_caller_that_cannot_see_reasoning_is_failed_over_until_the_first_answe
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_that_sees_reasoning_is_committed_at_it() {
-    let (_, _, b, h) = reasons_then_breaks();
+    let (_, b, h) = reasons_then_breaks();
     let served = stream_with(&h, false).await;
     assert_eq!(h.now_ms(), 100, "committed at the reasoning");
     assert_eq!(served.provider, "a");
@@ -484,20 +495,7 @@ async fn a_caller_that_sees_reasoning_is_committed_at_it() {
 #[tokio::test(start_paused = true)]
 async fn reasoning_longer_than_the_first_token_timeout_is_no_stall() {
     // First token timeout 15 s, idle 20 s: 16 s of reasoning before the answer.
-    let epoch = Instant::now();
-    let a = Scripted::new(epoch, |_| Reply::Reasons {
-        ttft: millis(100),
-        think: Duration::from_secs(16),
-        then: None,
-    });
-    let b = Scripted::new(epoch, |_| answer(millis(100)));
-    let h = harness(
-        epoch,
-        vec![route("chat", vec![target("a"), target("b")])],
-        &[("a", &a), ("b", &b)],
-        roomy_budget(),
-        tuning(),
-    );
+    let (_, b, h) = a_reasons_b_answers(Duration::from_secs(16), None);
     let served = stream_with(&h, true).await;
     assert_eq!(served.provider, "a");
     assert_eq!(h.now_ms(), 16_100, "committed at the first answer token");

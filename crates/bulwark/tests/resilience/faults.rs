@@ -464,7 +464,7 @@ async fn a_content_filter_stop_fails_over_only_when_the_route_says_so() {
             g.anthropic(&anthropic_chat(stream)).await
         }
     }
-    let stop_of = |r: &Resp, openai: bool, stream: bool| -> (String, String) {
+    fn stop_of(r: &Resp, openai: bool, stream: bool) -> (String, String) {
         let provider = r.header("x-bulwark-provider").to_string();
         let stop = match (openai, stream) {
             (true, false) => r.json()["choices"][0]["finish_reason"].clone(),
@@ -477,23 +477,34 @@ async fn a_content_filter_stop_fails_over_only_when_the_route_says_so() {
                 .unwrap_or_default(),
         };
         (provider, stop.as_str().unwrap_or_default().to_string())
-    };
-    let cases = [(true, false), (true, true), (false, false), (false, true)];
+    }
+    // Each caller format, JSON and streamed: who answered, with which stop.
+    async fn expect_all(
+        g: &Gw,
+        provider: &str,
+        openai_stop: &str,
+        anthropic_stop: &str,
+    ) -> Vec<Resp> {
+        let mut all = Vec::new();
+        for (openai, stream) in [(true, false), (true, true), (false, false), (false, true)] {
+            let r = ask(g, openai, stream).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let want = if openai { openai_stop } else { anthropic_stop };
+            assert_eq!(
+                stop_of(&r, openai, stream),
+                (provider.to_string(), want.to_string()),
+                "{}",
+                r.body
+            );
+            all.push(r);
+        }
+        all
+    }
 
     // By default the stopped answer is the answer.
     let g = Gw::start(&route("chat", &[P, S], &scaled())).await;
     g.primary.push_fault(blocked(2));
-    for (openai, stream) in cases {
-        let r = ask(&g, openai, stream).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let want = if openai { "content_filter" } else { "refusal" };
-        assert_eq!(
-            stop_of(&r, openai, stream),
-            ("primary".into(), want.into()),
-            "{}",
-            r.body
-        );
-    }
+    expect_all(&g, "primary", "content_filter", "refusal").await;
     assert!(
         g.secondary.calls().is_empty(),
         "no failover on a content filter by default"
@@ -507,17 +518,7 @@ async fn a_content_filter_stop_fails_over_only_when_the_route_says_so() {
     ))
     .await;
     g.primary.push_fault(blocked(0));
-    for (openai, stream) in cases {
-        let r = ask(&g, openai, stream).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let want = if openai { "stop" } else { "end_turn" };
-        assert_eq!(
-            stop_of(&r, openai, stream),
-            ("secondary".into(), want.into()),
-            "{}",
-            r.body
-        );
-    }
+    expect_all(&g, "secondary", "stop", "end_turn").await;
     // A JSON caller has been sent nothing yet, even when text came before the stop.
     g.primary.clear_faults();
     g.primary.push_fault(blocked(2));
@@ -532,16 +533,7 @@ async fn a_content_filter_stop_fails_over_only_when_the_route_says_so() {
         mock.clear_faults();
         mock.push_fault(blocked(0));
     }
-    for (openai, stream) in cases {
-        let r = ask(&g, openai, stream).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let want = if openai { "content_filter" } else { "refusal" };
-        assert_eq!(
-            stop_of(&r, openai, stream),
-            ("tertiary".into(), want.into()),
-            "{}",
-            r.body
-        );
+    for r in expect_all(&g, "tertiary", "content_filter", "refusal").await {
         assert_eq!(r.header("x-bulwark-attempts"), "3");
     }
 }
