@@ -266,8 +266,18 @@ async fn resume(st: &mut State) -> Option<()> {
         .map(|t| Arc::clone(&t.health))
         .collect();
     for health in candidates {
-        if Instant::now() >= st.deadline || !st.ctx.budget.try_spend() {
+        if Instant::now() >= st.deadline {
             return None;
+        }
+        // As in the failover loop: with the budget spent, a move onto a healthy
+        // target still goes ahead (counted, so later retries wait); onto one that is
+        // failing too, it does not.
+        if !st.ctx.budget.try_spend() {
+            if !health.breaker.healthy() {
+                info!(route = %st.route.name, provider = %health.provider, "retry budget spent; not resuming on a target that is failing");
+                continue;
+            }
+            st.ctx.budget.spend_anyway();
         }
         let (admission, transition) = health.breaker.try_acquire();
         health.on_transition(transition);

@@ -21,6 +21,8 @@ pub struct GeminiStreamDecoder {
     started: bool,
     /// Tool calls started so far (the next call's index).
     calls: u32,
+    /// Any text came.
+    texted: bool,
     finish_reason: Option<String>,
     usage: Usage,
     done: bool,
@@ -31,6 +33,7 @@ impl GeminiStreamDecoder {
         GeminiStreamDecoder {
             started: false,
             calls: 0,
+            texted: false,
             finish_reason: None,
             usage: Usage::default(),
             done: false,
@@ -110,6 +113,7 @@ impl StreamDecoder for GeminiStreamDecoder {
                     arguments: args.to_string(),
                 });
             } else if let Some(text) = part.text.filter(|t| !t.is_empty()) {
+                self.texted = true;
                 out.push(StreamEvent::TextDelta { text });
             }
         }
@@ -129,7 +133,7 @@ impl StreamDecoder for GeminiStreamDecoder {
             ));
         };
         self.done = true;
-        if let Some(err) = malformed_answer(&reason) {
+        if let Some(err) = malformed_answer(&reason, !self.texted && self.calls == 0) {
             return Err(err);
         }
         out.push(StreamEvent::Finish {
@@ -218,6 +222,44 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn an_empty_answer_ended_for_no_named_reason_is_a_failed_one() {
+        for reason in ["OTHER", "FINISH_REASON_UNSPECIFIED", "SOMETHING_NEW"] {
+            let (_, result) = feed_all(&[json!({
+                "candidates": [{"content": {"parts": []}, "finishReason": reason}],
+            })]);
+            let err = result.unwrap_err();
+            assert_eq!(err.class, ErrorClass::Protocol, "{reason}");
+            // With text, the answer stands, with a plain stop.
+            let (events, result) = feed_all(&[json!({
+                "candidates": [{"content": {"parts": [{"text": "Hi"}]}, "finishReason": reason}],
+            })]);
+            result.unwrap();
+            assert!(matches!(
+                events.last(),
+                Some(StreamEvent::Finish {
+                    stop_reason: StopReason::Other,
+                    ..
+                })
+            ));
+        }
+        // A named stop with nothing in it stays an (empty) answer.
+        for (reason, stop) in [
+            ("STOP", StopReason::EndTurn),
+            ("SAFETY", StopReason::ContentFilter),
+            ("LANGUAGE", StopReason::ContentFilter),
+        ] {
+            let (events, result) = feed_all(&[json!({
+                "candidates": [{"content": {"parts": []}, "finishReason": reason}],
+            })]);
+            result.unwrap();
+            assert!(
+                matches!(events.last(), Some(StreamEvent::Finish { stop_reason, .. }) if *stop_reason == stop),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

@@ -507,3 +507,37 @@ async fn reasoning_longer_than_the_first_token_timeout_is_no_stall() {
         Some(Ok(StreamEvent::Finish { .. }))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_resumes_on_a_healthy_target_with_the_budget_spent() {
+    // No retry budget at all: a move onto a healthy target still goes ahead, as in
+    // the failover loop, so the caller's stream is resumed rather than cut.
+    let epoch = Instant::now();
+    let a = Scripted::new(epoch, |_| Reply::Breaks {
+        tokens: 3,
+        err: UpstreamError::new(ErrorClass::Transient, "upstream stream broke"),
+    });
+    let b = Scripted::new(epoch, |_| answer(millis(10)));
+    let mut r = route("chat", vec![target("a"), target("b")]);
+    r.resume_streams = true;
+    r.targets[1].accepts_prefill = true;
+    let spent = RetryBudgetConfig {
+        ratio: 0.0,
+        min_per_second: 0.0,
+    };
+    let h = harness(epoch, vec![r], &[("a", &a), ("b", &b)], spent, tuning());
+    let served = stream_with(&h, false).await;
+    assert_eq!(served.provider, "a");
+    let events: Vec<_> = served.value.collect().await;
+    assert!(events.iter().all(Result::is_ok), "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(StreamEvent::TextDelta { text }) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.starts_with("t1 t2 t3 "), "{text}");
+    assert!(text.len() > "t1 t2 t3 ".len(), "b went on: {text}");
+    assert_eq!(b.caller_ms().len(), 1);
+}

@@ -46,6 +46,8 @@ pub enum Reply {
         think: Duration,
         then: Option<UpstreamError>,
     },
+    /// `Start`, `tokens` text tokens at once, then `err` mid-stream.
+    Breaks { tokens: u32, err: UpstreamError },
 }
 
 /// What the script sees of a call.
@@ -195,6 +197,7 @@ async fn settle(reply: Reply) -> Result<u32, UpstreamError> {
             tokio::time::sleep(ttft + think).await;
             then.map_or(Ok(1), Err)
         }
+        Reply::Breaks { err, .. } => Err(err),
     }
 }
 
@@ -289,6 +292,23 @@ impl Upstream for Scripted {
                 }
                 Reply::Reasons { ttft, think, then } => {
                     Ok(reasoning_stream(model.to_string(), ttft, think, then, live))
+                }
+                Reply::Breaks { tokens, err } => {
+                    live.done = true;
+                    let start = Ok(StreamEvent::Start {
+                        id: "scripted".into(),
+                        model: model.to_string(),
+                    });
+                    let text = (1..=tokens).map(|i| {
+                        Ok(StreamEvent::TextDelta {
+                            text: format!("t{i} "),
+                        })
+                    });
+                    let events: Vec<_> = std::iter::once(start)
+                        .chain(text)
+                        .chain(std::iter::once(Err(err)))
+                        .collect();
+                    Ok(Box::pin(futures::stream::iter(events)) as EventStream)
                 }
             }
         })
