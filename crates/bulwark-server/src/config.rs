@@ -53,6 +53,78 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text, &|name| std::env::var(name).ok())
 }
 
+/// The `journal` and `backup` sections of a configuration file, read, expanded and
+/// checked without the rest: reading the journal or shipping a backup needs no
+/// provider keys, so `${VAR}`s elsewhere (an `api_key`) need not be set. The whole
+/// file is `bulwark check`'s and `serve`'s to judge.
+pub fn load_storage(
+    path: &Path,
+) -> Result<
+    (
+        bulwark_core::config::journal::JournalConfig,
+        Option<bulwark_core::config::journal::BackupConfig>,
+    ),
+    ConfigError,
+> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: path.to_path_buf(),
+        field: String::new(),
+        message: format!("cannot read the file: {err}"),
+    })?;
+    parse_storage(path, &text, &|name| std::env::var(name).ok())
+}
+
+fn parse_storage(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<
+    (
+        bulwark_core::config::journal::JournalConfig,
+        Option<bulwark_core::config::journal::BackupConfig>,
+    ),
+    ConfigError,
+> {
+    let err = |field: String, message: String| ConfigError {
+        file: path.to_path_buf(),
+        field,
+        message,
+    };
+    let tree: Value = serde_saphyr::from_str(text).map_err(|e| {
+        err(
+            String::new(),
+            format!("not valid YAML: {}", e.without_snippet()),
+        )
+    })?;
+    let section = |name: &str| -> Result<Value, ConfigError> {
+        let mut value = tree.get(name).cloned().unwrap_or(Value::Null);
+        let mut at = name.to_string();
+        expand_env(&mut value, &mut at, env).map_err(|(field, msg)| err(field, msg))?;
+        Ok(value)
+    };
+    let decode_err = |name: &str, e: serde_path_to_error::Error<serde_json::Error>| {
+        let inner = e.path().to_string();
+        let field = if inner == "." {
+            name.to_string()
+        } else {
+            format!("{name}.{inner}")
+        };
+        err(field, explain_serde(&e.into_inner().to_string()))
+    };
+    let journal = match section("journal")? {
+        Value::Null => Default::default(),
+        value => serde_path_to_error::deserialize(value).map_err(|e| decode_err("journal", e))?,
+    };
+    let backup = match section("backup")? {
+        Value::Null => None,
+        value => {
+            Some(serde_path_to_error::deserialize(value).map_err(|e| decode_err("backup", e))?)
+        }
+    };
+    validate_storage(&journal, backup.as_ref()).map_err(|(field, msg)| err(field, msg))?;
+    Ok((journal, backup))
+}
+
 /// Parses configuration text; `env` looks up environment variables (injectable for tests).
 pub fn parse(
     path: &Path,
@@ -160,9 +232,15 @@ fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                     "`${{{expr}}}` is not a valid variable reference (use `${{NAME}}` or `${{NAME:-default}}`)"
                 ));
             }
-            match (env(name).filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => out.push_str(&v),
+            let value = env(name);
+            match (value.as_deref().filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
+                (None, None) if value.is_some() => {
+                    return Err(format!(
+                        "environment variable {name} is set but empty (give it a value, or write `${{{name}:-default}}`)"
+                    ));
+                }
                 (None, None) => {
                     return Err(format!(
                         "environment variable {name} is not set (export it, or write `${{{name}:-default}}`)"
@@ -233,7 +311,10 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
         if matches!(
             p.kind,
             ProviderKind::Anthropic | ProviderKind::Openai | ProviderKind::Gemini
-        ) && p.api_key.is_none()
+        ) && p
+            .api_key
+            .as_ref()
+            .is_none_or(|k| k.expose().trim().is_empty())
         {
             return Err((
                 format!("{field}.api_key"),
@@ -350,34 +431,7 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
 
 /// The `journal`, `backup`, `alerts` and `objectives` sections.
 fn validate_sections(config: &Config) -> Result<(), (String, String)> {
-    let field_of = |msg: &str, default: &str| {
-        msg.split_whitespace()
-            .next()
-            .filter(|w| w.starts_with(default))
-            .unwrap_or(default)
-            .to_string()
-    };
-    config
-        .journal
-        .validate()
-        .map_err(|msg| (field_of(&msg, "journal"), msg))?;
-    if let Some(backup) = &config.backup {
-        backup
-            .validate()
-            .map_err(|msg| (field_of(&msg, "backup"), msg))?;
-        if config.journal.backend == bulwark_core::config::journal::BackendKind::Postgres {
-            return Err((
-                "backup".into(),
-                "backup: applies to the SQLite journal; back up PostgreSQL with its own tools (pg_basebackup, WAL archiving) and remove this section".into(),
-            ));
-        }
-        if config.journal.durability == bulwark_core::config::journal::Durability::Off {
-            return Err((
-                "backup".into(),
-                "backup: with journal.durability off there is no journal to back up; set journal.durability to batched or sync, or remove this section".into(),
-            ));
-        }
-    }
+    validate_storage(&config.journal, config.backup.as_ref())?;
     let routes: Vec<String> = config.routes.iter().map(|r| r.model.clone()).collect();
     let providers: Vec<String> = config.providers.iter().map(|p| p.name.clone()).collect();
     config
@@ -391,6 +445,41 @@ fn validate_sections(config: &Config) -> Result<(), (String, String)> {
             "objectives.availability".into(),
             format!("{a} is not a share of requests (write e.g. 0.999)"),
         ));
+    }
+    Ok(())
+}
+
+/// The `journal` and `backup` sections, and how they go together.
+fn validate_storage(
+    journal: &bulwark_core::config::journal::JournalConfig,
+    backup: Option<&bulwark_core::config::journal::BackupConfig>,
+) -> Result<(), (String, String)> {
+    let field_of = |msg: &str, default: &str| {
+        msg.split_whitespace()
+            .next()
+            .filter(|w| w.starts_with(default))
+            .unwrap_or(default)
+            .to_string()
+    };
+    journal
+        .validate()
+        .map_err(|msg| (field_of(&msg, "journal"), msg))?;
+    if let Some(backup) = backup {
+        backup
+            .validate()
+            .map_err(|msg| (field_of(&msg, "backup"), msg))?;
+        if journal.backend == bulwark_core::config::journal::BackendKind::Postgres {
+            return Err((
+                "backup".into(),
+                "backup: applies to the SQLite journal; back up PostgreSQL with its own tools (pg_basebackup, WAL archiving) and remove this section".into(),
+            ));
+        }
+        if journal.durability == bulwark_core::config::journal::Durability::Off {
+            return Err((
+                "backup".into(),
+                "backup: with journal.durability off there is no journal to back up; set journal.durability to batched or sync, or remove this section".into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -621,6 +710,47 @@ routes:
             err.to_string()
                 .starts_with("bulwark.yaml: providers[2].api_key:")
         );
+    }
+
+    #[test]
+    fn an_empty_variable_or_key_is_named_for_what_it_is() {
+        let text = ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "${EMPTY_KEY}");
+        let empty = |name: &str| {
+            (name == "EMPTY_KEY")
+                .then(String::new)
+                .or_else(|| env(name))
+        };
+        let err = parse(Path::new("bulwark.yaml"), &text, &empty).unwrap_err();
+        assert_eq!(err.field, "providers[2].api_key");
+        assert!(err.message.contains("EMPTY_KEY is set but empty"), "{err}");
+        // A key written empty can never work either.
+        let text = ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "\"\"");
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.field, "providers[2].api_key");
+    }
+
+    #[test]
+    fn the_journal_and_backup_sections_need_no_provider_keys() {
+        let text = format!(
+            "{}journal: {{path: /var/lib/bulwark/journal.db}}\nbackup: {{to: \"file://${{BACKUP_DIR}}\"}}\n",
+            ISSUE_EXAMPLE.replace("${GOOGLE_API_KEY}", "${UNSET_KEY}")
+        );
+        let only_backup_dir = |name: &str| (name == "BACKUP_DIR").then(|| "/backups".to_string());
+        let (journal, backup) =
+            parse_storage(Path::new("bulwark.yaml"), &text, &only_backup_dir).unwrap();
+        assert_eq!(journal.path, Path::new("/var/lib/bulwark/journal.db"));
+        assert!(backup.is_some());
+        // What the storage sections themselves need is still checked, by name.
+        let err = parse_storage(Path::new("bulwark.yaml"), &text, &|_| None).unwrap_err();
+        assert_eq!(err.field, "backup.to");
+        assert!(err.message.contains("BACKUP_DIR is not set"), "{err}");
+        let err = parse_storage(
+            Path::new("bulwark.yaml"),
+            "journal: {durability: sometimes}\n",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(err.field.starts_with("journal"), "{err}");
     }
 
     #[test]

@@ -45,8 +45,14 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("cannot set up a provider: {0}")]
     Provider(#[from] bulwark_providers::BuildError),
-    #[error("cannot open the journal: {0}")]
-    Journal(#[from] bulwark_journal::JournalError),
+    #[error("cannot open the journal {path}: {source}")]
+    Journal {
+        path: String,
+        #[source]
+        source: bulwark_journal::JournalError,
+    },
+    #[error("cannot set up backups: {0}")]
+    Backup(#[from] bulwark_journal::JournalError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -116,7 +122,13 @@ pub async fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppSta
         },
         tuning,
     )?);
-    let (journal, recovery) = Journal::open(&config.journal).await?;
+    let (journal, recovery) =
+        Journal::open(&config.journal)
+            .await
+            .map_err(|source| StartError::Journal {
+                path: config.journal.describe(),
+                source,
+            })?;
     if recovery.interrupted > 0 {
         tracing::warn!(
             interrupted = recovery.interrupted,

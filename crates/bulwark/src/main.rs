@@ -204,10 +204,28 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("bulwark: {err:#}");
+            eprintln!("bulwark: {}", chain_text(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: an error that prints its
+/// cause in its own text (`cannot open the journal: Read-only file system`) does not
+/// get that cause repeated after it.
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The async runtime's worker threads: `TOKIO_WORKER_THREADS` when set (a whole
@@ -288,7 +306,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Drill(args) => match drill::run(args).await {
             Ok(code) => Ok(code),
             Err(err) => {
-                eprintln!("bulwark drill: {err:#}");
+                eprintln!("bulwark drill: {}", chain_text(&err));
                 Ok(ExitCode::from(2))
             }
         },
@@ -299,31 +317,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 status,
                 limit,
             } => {
-                let cfg = bulwark_server::config::load(&config)?;
-                journal_cli::journal_list(&cfg.journal, status.as_deref(), limit).await
+                let (journal, _) = bulwark_server::config::load_storage(&config)?;
+                journal_cli::journal_list(&journal, status.as_deref(), limit).await
             }
             JournalCommand::Export {
                 config,
                 since,
                 status,
             } => {
-                let cfg = bulwark_server::config::load(&config)?;
-                journal_cli::journal_export(&cfg.journal, since.as_deref(), status.as_deref()).await
+                let (journal, _) = bulwark_server::config::load_storage(&config)?;
+                journal_cli::journal_export(&journal, since.as_deref(), status.as_deref()).await
             }
             JournalCommand::Stats { config } => {
-                let cfg = bulwark_server::config::load(&config)?;
-                journal_cli::journal_stats(&cfg.journal, cfg.backup.as_ref()).await
+                let (journal, backup) = bulwark_server::config::load_storage(&config)?;
+                journal_cli::journal_stats(&journal, backup.as_ref()).await
             }
         },
         Command::Backup { config } => {
-            let cfg = bulwark_server::config::load(&config)?;
-            let Some(backup) = cfg.backup.as_ref() else {
+            let (journal, backup) = bulwark_server::config::load_storage(&config)?;
+            let Some(backup) = backup.as_ref() else {
                 anyhow::bail!(
                     "{}: no `backup:` section (add `backup: {{to: file:///var/backups/bulwark}}`)",
                     config.display()
                 );
             };
-            journal_cli::backup(&cfg.journal, backup).await
+            journal_cli::backup(&journal, backup).await
         }
         Command::Restore {
             from,
@@ -332,7 +350,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let backup = match config {
-                Some(path) => bulwark_server::config::load(&path)?.backup,
+                Some(path) => bulwark_server::config::load_storage(&path)?.1,
                 None => None,
             };
             journal_cli::restore(&from, &to, at.as_deref(), backup.as_ref()).await
@@ -371,8 +389,13 @@ fn init_logging(format: LogFormat, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BULWARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a terminal: escape codes in a file, journald or a log shipper
+    // are noise (`NO_COLOR` turns them off on a terminal too).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

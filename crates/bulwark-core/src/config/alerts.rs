@@ -483,6 +483,14 @@ impl AlertsConfig {
                 return Err(err(field.into(), "must be an http:// or https:// URL"));
             }
         }
+        if let Some(pd) = &self.pagerduty
+            && pd.routing_key.expose().trim().is_empty()
+        {
+            return Err(err(
+                "pagerduty.routing_key".into(),
+                "is empty: PagerDuty takes no event without one (write the integration key, e.g. `routing_key: ${PAGERDUTY_ROUTING_KEY}`)",
+            ));
+        }
         let r = &self.rules;
         check_overrides("latency", &r.latency, routes, providers)?;
         check_overrides("success_rate", &r.success_rate, routes, providers)?;
@@ -687,5 +695,11 @@ mod tests {
         let config: AlertsConfig =
             serde_json::from_value(json!({"webhook": {"url": "ftp://x"}})).unwrap();
         assert_eq!(config.validate(&[], &[]).unwrap_err().field, "webhook.url");
+        let config: AlertsConfig =
+            serde_json::from_value(json!({"pagerduty": {"routing_key": " "}})).unwrap();
+        assert_eq!(
+            config.validate(&[], &[]).unwrap_err().field,
+            "pagerduty.routing_key"
+        );
     }
 }

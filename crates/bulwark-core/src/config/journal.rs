@@ -51,6 +51,15 @@ impl Default for JournalConfig {
 }
 
 impl JournalConfig {
+    /// Where the journal is, for messages: the SQLite file, or the PostgreSQL one
+    /// (its URL holds a password, so it is not shown).
+    pub fn describe(&self) -> String {
+        match self.backend {
+            BackendKind::Sqlite => self.path.display().to_string(),
+            BackendKind::Postgres => "the PostgreSQL journal (journal.url)".to_string(),
+        }
+    }
+
     /// A SQLite journal at `path` with the defaults otherwise.
     pub fn sqlite(path: impl Into<PathBuf>) -> Self {
         JournalConfig {

@@ -80,7 +80,9 @@ fn classify(status: u16, error: Option<&ErrorStatus>) -> UpstreamError {
         (400, Some("FAILED_PRECONDITION")) | (402, _) => ErrorClass::Quota,
         (429, _) if is_daily_quota(details, &message) => ErrorClass::Quota,
         (429, _) => ErrorClass::Throttled,
-        (408, _) | (500..=599, _) => ErrorClass::Transient,
+        // A redirect (never followed: it would resend the prompt elsewhere) says
+        // nothing of the caller's request: something in front of Gemini is amiss.
+        (408, _) | (500..=599, _) | (300..=399, _) => ErrorClass::Transient,
         _ => ErrorClass::InvalidRequest,
     };
 
@@ -128,6 +130,14 @@ mod tests {
 
     fn map(status: u16, body: Value) -> UpstreamError {
         map_error(status, &HeaderMap::new(), body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_redirect_is_transient_not_the_callers_mistake() {
+        for status in [301, 302, 307, 308] {
+            let err = map_error(status, &HeaderMap::new(), b"");
+            assert_eq!(err.class, ErrorClass::Transient, "{status}");
+        }
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub async fn realised(
 ) -> anyhow::Result<Report> {
     let journal = Journal::open_read_only(cfg)
         .await
-        .with_context(|| format!("cannot open the journal at {}", journal_name(cfg)))?;
+        .with_context(|| format!("cannot open the journal at {}", cfg.describe()))?;
     let mut fold = Fold::new(by);
     let filter = ExportFilter {
         since,
@@ -166,16 +166,9 @@ pub async fn realised(
         journal
             .export(&filter, &mut sink)
             .await
-            .with_context(|| format!("cannot read the journal at {}", journal_name(cfg)))?;
+            .with_context(|| format!("cannot read the journal at {}", cfg.describe()))?;
     }
-    Ok(fold.into_report(journal_name(cfg), since, by))
-}
-
-fn journal_name(cfg: &JournalConfig) -> String {
-    match cfg.backend {
-        BackendKind::Sqlite => cfg.path.display().to_string(),
-        BackendKind::Postgres => "the PostgreSQL journal (journal.url)".to_string(),
-    }
+    Ok(fold.into_report(cfg.describe(), since, by))
 }
 
 /// The part of an export line this report reads; bodies are skipped.
