@@ -25,6 +25,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 fn request(id: &str) -> NewRequest {
     NewRequest {
         id: id.to_string(),
+        caller_request_id: None,
         received_at: SystemTime::now(),
         caller_key_id: Some("bench".into()),
         ingress: "openai".into(),

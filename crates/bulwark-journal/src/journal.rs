@@ -266,6 +266,7 @@ impl Journal {
         let received_at = unix_ms(req.received_at);
         let payload = BeginPayload {
             received_at,
+            caller_request_id: req.caller_request_id,
             caller_key_id: req.caller_key_id,
             ingress: req.ingress,
             route: req.route.clone(),

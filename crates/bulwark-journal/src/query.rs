@@ -125,6 +125,7 @@ pub(crate) fn export_line(summary: &RequestSummary, records: &[Record]) -> Value
         "status": summary.status,
         "received_at": rfc3339(summary.received_at),
         "finished_at": summary.finished_at.map(rfc3339),
+        "caller_request_id": begin.as_ref().and_then(|b| b.caller_request_id.clone()),
         "caller_key_id": begin.as_ref().and_then(|b| b.caller_key_id.clone()),
         "ingress": begin.as_ref().map(|b| b.ingress.clone()),
         "route": summary.route,

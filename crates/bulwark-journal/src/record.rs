@@ -134,6 +134,9 @@ fn len_prefix(s: &str) -> [u8; 4] {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct BeginPayload {
     pub received_at: i64,
+    /// The caller's own id for the request (absent in records written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_request_id: Option<String>,
     pub caller_key_id: Option<String>,
     pub ingress: String,
     pub route: String,

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct NewRequest {
     /// The gateway's request id (unique; the journal's primary key).
     pub id: String,
+    /// The caller's own id for the request (`x-client-request-id` / `x-request-id`),
+    /// kept beside it: callers may send one id twice.
+    pub caller_request_id: Option<String>,
     pub received_at: SystemTime,
     /// Which caller key was used (an id, never the key itself).
     pub caller_key_id: Option<String>,

@@ -65,19 +65,16 @@ pub fn build_app(state: AppState) -> AxumRouter {
         .layer(middleware::from_fn(request_id))
 }
 
-/// Takes the caller's `x-request-id` when it is short and printable, otherwise makes
-/// one; puts it in the request extensions and on the response (also as
-/// `request-id` for Anthropic-format callers: Anthropic's header, which its SDK
-/// shows as `_request_id`).
+/// Gives every request an id of its own, the journal's key: on the response as
+/// `x-request-id` (and `request-id` for Anthropic-format callers: Anthropic's header,
+/// which its SDK shows as `_request_id`), as OpenAI and Anthropic give theirs. A
+/// caller's own id ([`caller_request_id`]) is never that key: two requests sent with
+/// the same one would be one journal entry. It is echoed as `x-client-request-id`
+/// (OpenAI's header for it) and kept in the journal beside the request.
 async fn request_id(mut req: Request, next: Next) -> Response {
     let anthropic = format_of(&req) == Format::Anthropic;
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let caller = caller_request_id(req.headers());
+    let id = uuid::Uuid::now_v7().simple().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -86,7 +83,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         }
         response.headers_mut().insert("x-request-id", value);
     }
+    if let Some(value) = caller.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert("x-client-request-id", value);
+    }
     response
+}
+
+/// The caller's own id for a request: `x-client-request-id` (OpenAI's header for
+/// it) or `x-request-id`, when short (≤ 128) and printable.
+pub fn caller_request_id(headers: &HeaderMap) -> Option<String> {
+    ["x-client-request-id", "x-request-id"]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
+        .find(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
 }
 
 async fn healthz() -> impl IntoResponse {

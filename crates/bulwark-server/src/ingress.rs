@@ -367,6 +367,7 @@ async fn handle(
         let request_body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let new = NewRequest {
             id: request_id.clone(),
+            caller_request_id: crate::app::caller_request_id(headers),
             received_at,
             caller_key_id: caller,
             ingress: format.label().to_string(),

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! TcpListener ─▶ axum app (app.rs)
-//!    1. request id      x-request-id taken from the caller when sane, else generated;
-//!                       echoed on every answer, carried in the handler's log lines
+//!    1. request id      generated per request, on every answer (x-request-id) and in
+//!                       the handler's log lines; the caller's own is echoed
+//!                       (x-client-request-id) and journaled beside it
 //!    2. body limit      oversized bodies get 413 in the caller's wire format
 //!    3. ingress         /v1/chat/completions (OpenAI) · /v1/messages (Anthropic):
 //!                       wire JSON → ChatRequest (bulwark_providers::<fmt>::serve)

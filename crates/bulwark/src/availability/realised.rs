@@ -567,6 +567,7 @@ mod tests {
         journal
             .begin(NewRequest {
                 id: id.into(),
+                caller_request_id: None,
                 received_at: received,
                 caller_key_id: None,
                 ingress: "openai".into(),
@@ -628,6 +629,7 @@ mod tests {
         journal
             .begin(NewRequest {
                 id: "open".into(),
+                caller_request_id: None,
                 received_at: at(3, 0),
                 caller_key_id: None,
                 ingress: "openai".into(),

@@ -22,7 +22,8 @@ pub struct Entry {
     pub text: String,
 }
 
-/// The drill's requests (ids starting with `prefix`) received since `since`.
+/// The drill's requests (the callers' own ids, `x-request-id`, starting with `prefix`)
+/// received since `since`, by those ids.
 pub async fn read_journal(
     cfg: &JournalConfig,
     since: SystemTime,
@@ -43,7 +44,10 @@ pub async fn read_journal(
     let mut entries = HashMap::new();
     for line in String::from_utf8_lossy(&out).lines() {
         let v: serde_json::Value = serde_json::from_str(line).context("a journal export line")?;
-        let Some(id) = v["id"].as_str().filter(|id| id.starts_with(prefix)) else {
+        let Some(id) = v["caller_request_id"]
+            .as_str()
+            .filter(|id| id.starts_with(prefix))
+        else {
             continue;
         };
         let text = v["response"]["content"]

@@ -5,7 +5,9 @@
 use bulwark_mock::{Behavior, MockServer};
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, chat_body, journal_export, stream_text, write_config};
+use crate::support::{
+    Gateway, chat_body, journal_export, journal_lines, stream_text, write_config,
+};
 
 async fn post(
     client: &reqwest::Client,
@@ -168,4 +170,44 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
     assert_eq!(keyed.len(), 2, "one per caller");
     let dump = serde_json::to_string(&entries.values().collect::<Vec<_>>()).unwrap();
     assert!(!dump.contains("caller-one") && !dump.contains("sk-test-secret-key"));
+}
+
+/// A caller's `x-request-id` is its own: two requests sent with the same one are two
+/// journal entries, each with the gateway's id (`x-request-id` on the answer) and the
+/// caller's kept beside it (echoed as `x-client-request-id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_with_one_caller_request_id_stay_two() {
+    let mock = MockServer::start("upstream").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let config = write_config(dir.path(), &mock.url(), &journal, "");
+    let gateway = Gateway::start(&config).await;
+    let url = gateway.url("/v1/chat/completions");
+    let client = crate::support::client();
+    let mut ids = Vec::new();
+    for prompt in ["first question", "second question"] {
+        let body = chat_body(false, prompt);
+        let (status, headers, text) =
+            post(&client, &url, &body, &[("x-request-id", "same-id-1")]).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(headers["x-client-request-id"], "same-id-1");
+        let id = headers["x-request-id"].to_str().unwrap().to_string();
+        assert_ne!(id, "same-id-1");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["id"], format!("chatcmpl-{id}"));
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // `durability: sync`: both are committed before their answers went out.
+    let lines = journal_lines(&journal).await;
+    let ours: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["caller_request_id"] == "same-id-1")
+        .collect();
+    assert_eq!(ours.len(), 2, "{lines:?}");
+    for (entry, (id, prompt)) in ours.iter().zip(ids.iter().zip(["first", "second"])) {
+        assert_eq!(entry["id"], id.as_str());
+        assert_eq!(entry["status"], "completed");
+        assert!(entry["request"].to_string().contains(prompt), "{entry}");
+    }
 }

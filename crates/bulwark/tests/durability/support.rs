@@ -189,8 +189,8 @@ pub fn stream_text(body: &str) -> Option<String> {
     (finished && done).then_some(text)
 }
 
-/// Every request in the journal at `path`, by id.
-pub async fn journal_export(path: &Path) -> std::collections::HashMap<String, Value> {
+/// Every request in the journal at `path`, in order.
+pub async fn journal_lines(path: &Path) -> Vec<Value> {
     let journal = Journal::open_read_only(&JournalConfig::sqlite(path))
         .await
         .unwrap();
@@ -202,9 +202,19 @@ pub async fn journal_export(path: &Path) -> std::collections::HashMap<String, Va
     String::from_utf8(out)
         .unwrap()
         .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap();
-            (v["id"].as_str().unwrap().to_string(), v)
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Every request in the journal at `path`, by the id the test sent (`x-request-id`;
+/// the journal's own id is the gateway's), or the journal's id when it sent none.
+pub async fn journal_export(path: &Path) -> std::collections::HashMap<String, Value> {
+    journal_lines(path)
+        .await
+        .into_iter()
+        .map(|v| {
+            let id = v["caller_request_id"].as_str().or(v["id"].as_str());
+            (id.unwrap().to_string(), v)
         })
         .collect()
 }
