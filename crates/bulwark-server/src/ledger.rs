@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+/// The journal's error for a request its caller left before the answer was complete:
+/// not a failure of the route (`bulwark availability` leaves these out).
+pub const CALLER_WENT_AWAY: &str = "the caller went away before the answer was complete";
+
 use axum::http::HeaderMap;
 use bulwark_core::GatewayError;
 use bulwark_journal::{AttemptRecord, Journal, JournalError, NewRequest, Outcome};
@@ -87,10 +91,7 @@ impl Drop for Ledger {
         let id = std::mem::take(&mut self.id);
         let attempts = self.attempts();
         handle.spawn(async move {
-            let outcome = Outcome::failed(
-                "the caller went away before the answer was complete",
-                attempts,
-            );
+            let outcome = Outcome::failed(CALLER_WENT_AWAY, attempts);
             if let Err(err) = journal.complete(&id, outcome).await {
                 tracing::error!(request_id = %id, error = %err, "journal: cannot record an abandoned request");
             }

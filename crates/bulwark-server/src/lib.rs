@@ -25,6 +25,7 @@ pub mod config;
 mod conn;
 mod ingress;
 mod ledger;
+pub use ledger::CALLER_WENT_AWAY;
 
 use std::future::Future;
 use std::sync::Arc;

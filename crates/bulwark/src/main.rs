@@ -303,10 +303,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo { duration, seed } => demo::run(duration, seed).await,
         // 1 is "an objective failed"; a drill that could not run at all (an unknown
         // scenario, a bad config) is 2, so a CI job can tell the two apart.
-        Command::Drill(args) => match drill::run(args).await {
-            Ok(code) => Ok(code),
-            Err(err) => {
-                eprintln!("bulwark drill: {}", chain_text(&err));
+        // Stopped by SIGTERM or Ctrl-C (a CI timeout, systemd), the drill is dropped,
+        // which kills the gateways it started (with their chaos and the journal's
+        // lock) instead of leaving them running after it.
+        Command::Drill(args) => tokio::select! {
+            result = drill::run(args) => match result {
+                Ok(code) => Ok(code),
+                Err(err) => {
+                    eprintln!("bulwark drill: {}", chain_text(&err));
+                    Ok(ExitCode::from(2))
+                }
+            },
+            () = shutdown_signal() => {
+                eprintln!("bulwark drill: stopped by a signal before it ended; its gateways were stopped and no report was written");
                 Ok(ExitCode::from(2))
             }
         },

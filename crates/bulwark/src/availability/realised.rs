@@ -5,7 +5,10 @@
 //!
 //! - **Route availability** = completed / (completed + failed + interrupted) over the
 //!   requests received in the period. Requests still `in_flight` are reported but not
-//!   counted. A request that failed because of the caller (a 400) counts as failed:
+//!   counted, nor are requests whose caller went away before the answer was complete
+//!   (nothing failed), nor the traffic of `bulwark drill` (its request ids start with
+//!   `drill-`; its failures were made on purpose, and its attempts are left out of
+//!   the providers' figures too). A request that failed because of the caller (a 400) counts as failed:
 //!   the journal records the outcome the caller saw, not whose fault it was.
 //! - **Provider availability** = the attempt success ratio: `ok` attempts / (`ok` +
 //!   failed attempts). Attempts that say nothing about the provider are left out:
@@ -62,6 +65,10 @@ pub struct Report {
     pub last_request: Option<String>,
     pub requests: u64,
     pub in_flight: u64,
+    /// Requests whose caller went away before the answer was complete (not counted).
+    pub left_by_caller: u64,
+    /// Requests `bulwark drill` sent (not counted).
+    pub drill: u64,
     pub downtime_rule: &'static str,
     pub routes: Vec<RouteRow>,
     pub providers: Vec<ProviderRow>,
@@ -175,6 +182,10 @@ pub async fn realised(
 #[derive(Debug, Deserialize)]
 struct ExportedRequest {
     status: Status,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    caller_request_id: Option<String>,
     received_at: String,
     route: String,
     #[serde(default)]
@@ -255,6 +266,8 @@ struct Fold {
     last_ms: Option<i64>,
     requests: u64,
     in_flight: u64,
+    left_by_caller: u64,
+    drill: u64,
 }
 
 impl Fold {
@@ -267,6 +280,8 @@ impl Fold {
             last_ms: None,
             requests: 0,
             in_flight: 0,
+            left_by_caller: 0,
+            drill: 0,
         }
     }
 
@@ -282,6 +297,20 @@ impl Fold {
     fn add_request(&mut self, req: &ExportedRequest) -> std::io::Result<()> {
         let received = unix_ms(&req.received_at)?;
         self.requests += 1;
+        if req
+            .caller_request_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("drill-"))
+        {
+            self.drill += 1;
+            return Ok(());
+        }
+        if req.status == Status::Failed
+            && req.error.as_deref() == Some(bulwark_server::CALLER_WENT_AWAY)
+        {
+            self.left_by_caller += 1;
+            return Ok(());
+        }
         self.first_ms = Some(self.first_ms.map_or(received, |t| t.min(received)));
         self.last_ms = Some(self.last_ms.map_or(received, |t| t.max(received)));
         let tally = self
@@ -378,6 +407,8 @@ impl Fold {
             last_request: self.last_ms.map(bulwark_journal::rfc3339),
             requests: self.requests,
             in_flight: self.in_flight,
+            left_by_caller: self.left_by_caller,
+            drill: self.drill,
             downtime_rule: RULE,
             routes,
             providers,
@@ -458,6 +489,13 @@ fn write_table(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
         "{} request(s){since}, received {first} .. {last}; {} still in flight (not counted)",
         r.requests, r.in_flight
     )?;
+    if r.left_by_caller > 0 || r.drill > 0 {
+        writeln!(
+            out,
+            "not counted either: {} left by their caller before the answer was complete, {} sent by `bulwark drill`",
+            r.left_by_caller, r.drill
+        )?;
+    }
     let with_period = r.by.is_some();
     let period = |p: &str| {
         if with_period {
@@ -741,6 +779,52 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("bulwark serve --config"), "{message}");
+    }
+
+    #[test]
+    fn callers_who_left_and_drill_traffic_are_not_counted() {
+        let mut fold = Fold::new(None);
+        let line = |status: &str, error: Option<&str>, caller: Option<&str>, class: &str| {
+            serde_json::json!({
+                "status": status, "error": error, "caller_request_id": caller,
+                "received_at": "2026-11-28T04:00:01Z", "route": "chat",
+                "attempts": [{"provider": "a", "started_at": "2026-11-28T04:00:01Z", "outcome_class": class}],
+            })
+            .to_string()
+        };
+        for l in [
+            line("completed", None, Some("app-1"), "ok"),
+            line(
+                "failed",
+                Some(bulwark_server::CALLER_WENT_AWAY),
+                None,
+                "cancelled",
+            ),
+            line(
+                "failed",
+                Some("every target failed"),
+                Some("drill-x-000001"),
+                "transient",
+            ),
+        ] {
+            fold.add_line(l.as_bytes()).unwrap();
+        }
+        let report = fold.into_report("j".into(), None, None);
+        assert_eq!(
+            (report.requests, report.left_by_caller, report.drill),
+            (3, 1, 1)
+        );
+        let chat = &report.routes[0];
+        assert_eq!(
+            (chat.requests, chat.failed, chat.availability),
+            (1, 0, Some(1.0))
+        );
+        let a = &report.providers[0];
+        assert_eq!(
+            (a.ok, a.failed),
+            (1, 0),
+            "the drill's failed attempt is left out"
+        );
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //!   primary's, ending after the injection;
 //! - **recovery**: after the fault ended, the later of the first complete answer from
 //!   the primary and the first poll showing the primary healthy again;
-//! - **RTO**: the longest stretch between two consecutive complete answers (to any
-//!   caller) in which at least one caller got a failure; from the last answer to the
-//!   end of the drill when answers never came back. 0 when no caller saw a failure.
+//! - **RTO**: the longest time callers got no answer: between two consecutive
+//!   complete answers (to any caller), the whole stretch when a caller got a failure
+//!   in it, otherwise the longest any request waited in it (a slow outage fails
+//!   nobody, yet answers nobody); from the last answer to the end of the drill when
+//!   answers never came back. In a healthy drill, about the slowest answer.
 
 use std::collections::BTreeMap;
 
@@ -120,7 +122,7 @@ pub fn rto(outcomes: &[Outcome]) -> Rto {
         .filter(|o| !o.complete)
         .map(|o| o.done_ms)
         .collect();
-    if failures.is_empty() {
+    if outcomes.is_empty() {
         return none;
     }
     answers.sort_unstable();
@@ -137,16 +139,25 @@ pub fn rto(outcomes: &[Outcome]) -> Rto {
             Some(next) => (*next, true),
             None => (end, false),
         };
-        // A failure strictly after the stretch began and no later than its end.
+        // A failure strictly after the stretch began and no later than its end: the
+        // whole stretch. Otherwise the longest wait in it of a request still
+        // unanswered at its end.
         let first = failures.partition_point(|f| *f <= *from);
-        if failures.get(first).is_none_or(|f| *f > to) {
-            continue;
-        }
-        let ms = to - from;
+        let began = if failures.get(first).is_some_and(|f| *f <= to) {
+            Some(*from)
+        } else {
+            outcomes
+                .iter()
+                .filter(|o| o.sent_ms < to && o.done_ms >= to)
+                .map(|o| o.sent_ms.max(*from))
+                .min()
+        };
+        let Some(began) = began else { continue };
+        let ms = to - began;
         if best.is_none_or(|b| ms > b.ms) {
             best = Some(Rto {
                 ms,
-                from_ms: *from,
+                from_ms: began,
                 to_ms: to,
                 recovered,
             });
@@ -324,9 +335,22 @@ mod tests {
     }
 
     #[test]
-    fn rto_is_zero_without_failures_and_the_longest_failing_gap_otherwise() {
+    fn rto_is_the_longest_time_callers_got_no_answer() {
+        // Healthy: the slowest answer (nobody was answered while it waited).
         let fine = vec![outcome(0, 100, true, "a"), outcome(500, 700, true, "a")];
-        assert_eq!(rto(&fine).ms, 0);
+        assert_eq!(rto(&fine).ms, 200);
+        // A slow outage fails nobody and answers nobody for 6 s.
+        let brownout = vec![
+            outcome(0, 50, true, "a"),
+            outcome(60, 6060, true, "b"),
+            outcome(70, 6070, true, "b"),
+            outcome(6100, 6150, true, "b"),
+        ];
+        let r = rto(&brownout);
+        assert_eq!(
+            (r.ms, r.from_ms, r.to_ms, r.recovered),
+            (6000, 60, 6060, true)
+        );
         let outage = vec![
             outcome(0, 100, true, "a"),
             outcome(200, 210, false, "a"),

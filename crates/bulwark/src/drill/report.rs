@@ -448,7 +448,7 @@ pub fn markdown(r: &Report, chart: &str) -> String {
     }
     let _ = writeln!(
         md,
-        "\n**RTO** {}{} (longest stretch without an answer while callers saw failures: {} → {}).",
+        "\n**RTO** {}{} (the longest time callers got no answer: {} → {}).",
         secs(r.rto.ms),
         if r.rto.recovered {
             ""

@@ -136,9 +136,11 @@ pub struct Scenario {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrafficSpec {
-    /// Concurrent callers, each sending one request at a time.
+    /// Callers, each sending a request every `interval` whether or not its earlier
+    /// ones were answered (open loop: a slow outage is sampled as often as the
+    /// healthy minutes around it).
     pub callers: u32,
-    /// Each caller sends at most one request per interval.
+    /// How often each caller sends a request.
     pub interval: HumanDuration,
     /// Share of requests that stream (the rest are plain JSON answers).
     pub stream_share: f64,

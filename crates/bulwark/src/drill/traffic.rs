@@ -152,42 +152,56 @@ impl Caller {
         // Spread the callers over the first interval.
         let offset = plan.spec.interval.0 * self.caller / plan.spec.callers.max(1);
         tokio::time::sleep_until(plan.started + offset).await;
+        // Open loop: a request goes out every interval whether or not the earlier
+        // ones were answered. Waiting for each answer first would send almost nothing
+        // while the gateway is slow, and judge an outage by the minutes around it.
+        let mut requests = tokio::task::JoinSet::new();
         loop {
             if *self.paused.borrow() && self.paused.wait_for(|p| !*p).await.is_err() {
-                return;
+                break;
             }
             let sent = plan.started.elapsed();
             if sent >= plan.until {
-                return;
+                break;
             }
             let n = self.counter.fetch_add(1, Ordering::SeqCst);
             let stream = streams(n, plan.spec.stream_share);
             let id = format!("drill-{}-{n:06}", plan.run_id);
             let endpoint = current(&self.endpoint);
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let got = send(&self.client, &endpoint.base, &plan, &id, stream).await;
-            let done = plan.started.elapsed();
-            let outcome = Outcome {
-                id,
-                caller: self.caller,
-                stream,
-                generation: endpoint.generation,
-                sent_ms: millis(sent),
-                done_ms: millis(done),
-                status: got.status,
-                complete: got.text.is_some(),
-                provider: got.provider,
-                failure: got.failure,
-                text: got.text,
-            };
-            lock(&self.outcomes).push(outcome);
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let (client, plan_for, outcomes, in_flight) = (
+                self.client.clone(),
+                Arc::clone(&plan),
+                Arc::clone(&self.outcomes),
+                Arc::clone(&self.in_flight),
+            );
+            let caller = self.caller;
+            requests.spawn(async move {
+                let got = send(&client, &endpoint.base, &plan_for, &id, stream).await;
+                let done = plan_for.started.elapsed();
+                let outcome = Outcome {
+                    id,
+                    caller,
+                    stream,
+                    generation: endpoint.generation,
+                    sent_ms: millis(sent),
+                    done_ms: millis(done),
+                    status: got.status,
+                    complete: got.text.is_some(),
+                    provider: got.provider,
+                    failure: got.failure,
+                    text: got.text,
+                };
+                lock(&outcomes).push(outcome);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
             let next = sent + plan.spec.interval.0;
             if next >= plan.until {
-                return;
+                break;
             }
             tokio::time::sleep_until(plan.started + next).await;
         }
+        while requests.join_next().await.is_some() {}
     }
 }
 
