@@ -134,6 +134,8 @@ pub enum ErrorKind {
     Conflict,
     /// 413
     RequestTooLarge,
+    /// 415: a request body in an encoding Bulwark does not read (`Content-Encoding`).
+    UnsupportedMediaType,
     /// 422: e.g. an idempotency key reused with another body.
     Unprocessable,
     /// 429
@@ -160,6 +162,7 @@ impl ErrorKind {
             ErrorKind::Conflict => 409,
             ErrorKind::RequestTooLarge => 413,
             ErrorKind::Unprocessable => 422,
+            ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
             ErrorKind::Internal => 500,
             ErrorKind::BadGateway => 502,
@@ -178,6 +181,7 @@ impl ErrorKind {
             409 => ErrorKind::Conflict,
             413 => ErrorKind::RequestTooLarge,
             422 => ErrorKind::Unprocessable,
+            415 => ErrorKind::UnsupportedMediaType,
             429 => ErrorKind::RateLimited,
             408 | 504 => ErrorKind::Timeout,
             503 | 529 => ErrorKind::Unavailable,

@@ -117,6 +117,7 @@ impl RequestOutcome {
             | ErrorKind::RequestTimeout
             | ErrorKind::MethodNotAllowed
             | ErrorKind::Unprocessable
+            | ErrorKind::UnsupportedMediaType
             | ErrorKind::Conflict => RequestOutcome::ClientError,
             ErrorKind::RateLimited => RequestOutcome::RateLimited,
             ErrorKind::Internal => RequestOutcome::Internal,

@@ -241,18 +241,17 @@ fn request_options(headers: &HeaderMap) -> Result<RequestOptions, GatewayError> 
             .ok()
             .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
             .map(Duration::from_secs_f64)
-            .or_else(|| {
-                humantime::parse_duration(text)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-            });
+            .or_else(|| humantime::parse_duration(text).ok())
+            // Under a millisecond no attempt could even start: that is a mistake, not
+            // an outage to report.
+            .filter(|d| *d >= Duration::from_millis(1));
         match parsed {
             Some(d) => opts.timeout = Some(d),
             None => {
                 return Err(GatewayError::invalid_param(
                     "x-bulwark-timeout",
                     format!(
-                        "the x-bulwark-timeout header {text:?} is not a duration (write e.g. `30s`, `1500ms` or `30`)"
+                        "the x-bulwark-timeout header {text:?} is not a duration of 1ms or more (write e.g. `30s`, `1500ms` or `30`)"
                     ),
                 ));
             }
@@ -306,6 +305,19 @@ async fn handle(
         },
         Err(err) => return meter.error(format, &err),
     };
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim())
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        let err = GatewayError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!(
+                "the request body is sent with Content-Encoding {encoding:?}, which Bulwark does not decode; send it uncompressed"
+            ),
+        );
+        return meter.error(format, &err);
+    }
     let idem_key = match ledger::idempotency_key(headers) {
         Ok(key) => key,
         Err(err) => return meter.error(format, &err),

@@ -333,6 +333,31 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
     let json: Value = resp.json().await.unwrap();
     assert_eq!(json["type"], "error", "{json}");
     assert_eq!(json["error"]["type"], "not_found_error", "{json}");
+    // A compressed body (not decoded) is a 415, and a deadline under a millisecond a
+    // 400, each in the caller's format, not a parse error or an outage.
+    for (path, headers, want) in [
+        ("/v1/chat/completions", ("content-encoding", "gzip"), 415),
+        ("/v1/messages", ("content-encoding", "br"), 415),
+        ("/v1/chat/completions", ("x-bulwark-timeout", "1us"), 400),
+    ] {
+        let body = if path == "/v1/messages" {
+            r#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#
+        } else {
+            CHAT
+        };
+        let resp = s
+            .client
+            .post(format!("http://{}{path}", s.gateway))
+            .header("content-type", "application/json")
+            .header(headers.0, headers.1)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{path} {headers:?}");
+        let json: Value = resp.json().await.unwrap();
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
+    }
     // Nothing reached a provider, and the gateway still serves.
     assert!(s.primary.calls().is_empty());
     assert!(s.healthy().await);

@@ -484,6 +484,7 @@ fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::InvalidRequest
         | ErrorKind::Unprocessable
+        | ErrorKind::UnsupportedMediaType
         | ErrorKind::Conflict
         | ErrorKind::RequestTimeout
         | ErrorKind::MethodNotAllowed => "invalid_request_error",

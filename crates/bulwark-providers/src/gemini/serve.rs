@@ -265,6 +265,7 @@ fn status_name(kind: ErrorKind) -> &'static str {
         | ErrorKind::RequestTimeout
         | ErrorKind::MethodNotAllowed
         | ErrorKind::Unprocessable
+        | ErrorKind::UnsupportedMediaType
         | ErrorKind::Conflict => "INVALID_ARGUMENT",
         ErrorKind::Authentication => "UNAUTHENTICATED",
         ErrorKind::PermissionDenied => "PERMISSION_DENIED",

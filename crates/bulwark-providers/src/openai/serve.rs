@@ -349,6 +349,7 @@ pub fn error_body(err: &GatewayError) -> Vec<u8> {
         | ErrorKind::RequestTimeout
         | ErrorKind::MethodNotAllowed
         | ErrorKind::Unprocessable
+        | ErrorKind::UnsupportedMediaType
         | ErrorKind::Conflict => "invalid_request_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::RateLimited if quota => "insufficient_quota",
