@@ -319,7 +319,7 @@ pub fn validate(config: &Config) -> Result<(), (String, String)> {
             return Err((
                 format!("{field}.api_key"),
                 format!(
-                    "a {} provider needs an api_key (write `api_key: ${{ENV_VAR}}`)",
+                    "a provider of kind {} needs an api_key (write `api_key: ${{ENV_VAR}}`)",
                     p.kind
                 ),
             ));

@@ -305,10 +305,13 @@ async fn handle(
         },
         Err(err) => return meter.error(format, &err),
     };
+    // Every Content-Encoding header, and every coding listed in one.
     if let Some(encoding) = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim())
-        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
     {
         let err = GatewayError::new(
             ErrorKind::UnsupportedMediaType,

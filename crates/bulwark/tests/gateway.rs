@@ -358,6 +358,18 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
         let json: Value = resp.json().await.unwrap();
         assert_eq!(json["error"]["type"], "invalid_request_error", "{json}");
     }
+    // Every Content-Encoding header counts, not only the first.
+    let resp = s
+        .client
+        .post(format!("http://{}/v1/chat/completions", s.gateway))
+        .header("content-type", "application/json")
+        .header("content-encoding", "identity")
+        .header("content-encoding", "gzip")
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
     // Nothing reached a provider, and the gateway still serves.
     assert!(s.primary.calls().is_empty());
     assert!(s.healthy().await);

@@ -116,8 +116,9 @@ pub async fn run(
     by: Option<Period>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let cfg = bulwark_server::config::load(config)?;
-    let journal = &cfg.journal;
+    // The journal is all it reads: no provider keys needed.
+    let (journal, _) = bulwark_server::config::load_storage(config)?;
+    let journal = &journal;
     if journal.durability == Durability::Off {
         anyhow::bail!(
             "{}: `journal.durability: off` records nothing, so there is no realised \

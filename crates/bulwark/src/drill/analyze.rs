@@ -16,9 +16,10 @@
 //!   the primary and the first poll showing the primary healthy again;
 //! - **RTO**: the longest time callers got no answer: between two consecutive
 //!   complete answers (to any caller), the whole stretch when a caller got a failure
-//!   in it, otherwise the longest any request waited in it (a slow outage fails
-//!   nobody, yet answers nobody); from the last answer to the end of the drill when
-//!   answers never came back. In a healthy drill, about the slowest answer.
+//!   in it, otherwise the longest any request waited in it beyond the drill's typical
+//!   (median) answer time (a slow outage fails nobody, yet answers nobody; a provider
+//!   that is always slow is not an outage); from the last answer to the end of the
+//!   drill when answers never came back. 0 in a drill where nothing went wrong.
 
 use std::collections::BTreeMap;
 
@@ -127,6 +128,13 @@ pub fn rto(outcomes: &[Outcome]) -> Rto {
     }
     answers.sort_unstable();
     failures.sort_unstable();
+    // The typical answer time: waiting that long for an answer is no outage.
+    let mut latencies: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| o.complete)
+        .map(Outcome::latency_ms)
+        .collect();
+    let typical = percentiles(&mut latencies).map_or(0, |p| p.p50);
     let start = outcomes.iter().map(|o| o.sent_ms).min().unwrap_or(0);
     let end = outcomes.iter().map(|o| o.done_ms).max().unwrap_or(0);
     // Stretches between answers: [start, a1], [a1, a2], …, [an, end].
@@ -149,8 +157,9 @@ pub fn rto(outcomes: &[Outcome]) -> Rto {
             outcomes
                 .iter()
                 .filter(|o| o.sent_ms < to && o.done_ms >= to)
-                .map(|o| o.sent_ms.max(*from))
+                .map(|o| o.sent_ms.saturating_add(typical).max(*from))
                 .min()
+                .filter(|began| *began < to)
         };
         let Some(began) = began else { continue };
         let ms = to - began;
@@ -336,20 +345,27 @@ mod tests {
 
     #[test]
     fn rto_is_the_longest_time_callers_got_no_answer() {
-        // Healthy: the slowest answer (nobody was answered while it waited).
-        let fine = vec![outcome(0, 100, true, "a"), outcome(500, 700, true, "a")];
-        assert_eq!(rto(&fine).ms, 200);
-        // A slow outage fails nobody and answers nobody for 6 s.
+        // Healthy, and a provider that is always slow: nothing beyond the typical
+        // answer time.
+        let fine = vec![outcome(0, 100, true, "a"), outcome(500, 600, true, "a")];
+        assert_eq!(rto(&fine).ms, 0);
+        let slow = vec![
+            outcome(0, 2500, true, "a"),
+            outcome(250, 2750, true, "a"),
+            outcome(500, 3000, true, "a"),
+        ];
+        assert_eq!(rto(&slow).ms, 0);
+        // A slow outage fails nobody and answers nobody for 6 s (typical answer 50 ms).
         let brownout = vec![
             outcome(0, 50, true, "a"),
             outcome(60, 6060, true, "b"),
-            outcome(70, 6070, true, "b"),
             outcome(6100, 6150, true, "b"),
+            outcome(6200, 6250, true, "b"),
         ];
         let r = rto(&brownout);
         assert_eq!(
             (r.ms, r.from_ms, r.to_ms, r.recovered),
-            (6000, 60, 6060, true)
+            (5950, 110, 6060, true)
         );
         let outage = vec![
             outcome(0, 100, true, "a"),
