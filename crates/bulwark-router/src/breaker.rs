@@ -8,7 +8,8 @@
 //!   openings since the breaker last closed.
 //! - **Half-open**: after the open time, or as soon as an active probe succeeds,
 //!   `half_open_probes` real calls are let through; if all succeed the breaker closes,
-//!   if one fails it opens again (one more trip).
+//!   if one fails it opens again (one more trip). Only these trials decide: a call
+//!   let in before the breaker opened, ending now, says nothing of the target since.
 //!
 //! Only failures that say something about the target count (transient, timeout,
 //! protocol); a caller's mistake or a throttle does not. Time comes from
@@ -266,7 +267,7 @@ impl CircuitBreaker {
             }
             Outcome::Failure => {
                 inner.forced_from = None;
-                self.on_failure(&mut inner, now)
+                self.on_failure(&mut inner, now, trial)
             }
         }
     }
@@ -365,12 +366,16 @@ impl CircuitBreaker {
         }
     }
 
-    fn on_failure(&self, inner: &mut Inner, now: Instant) -> Option<Transition> {
+    fn on_failure(&self, inner: &mut Inner, now: Instant, trial: bool) -> Option<Transition> {
         inner.consecutive_failures += 1;
         inner.consecutive_slow = 0;
         self.remember(inner, now, true);
         match inner.state {
-            State::HalfOpen { .. } => Some(self.open(inner, now)),
+            // Only trials decide here too: a call let in before the breaker opened
+            // (a timeout that began in the outage, ending now) says nothing of the
+            // target since, and must not put off its recovery.
+            State::HalfOpen { .. } if trial => Some(self.open(inner, now)),
+            State::HalfOpen { .. } => None,
             State::Open { .. } => None,
             State::Closed => {
                 let by_count = self.settings.consecutive_failures > 0
@@ -590,6 +595,34 @@ mod tests {
         assert_eq!(next, Admission::Trial);
         b.record(next, Outcome::Success { slow: false });
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    /// A call let in before the breaker opened, failing once it is half-open (a
+    /// timeout that began in the outage), does not reopen it: the trials decide.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_from_before_the_opening_does_not_reopen_a_half_open_breaker() {
+        let b = CircuitBreaker::new(settings());
+        let (early, _) = b.try_acquire();
+        assert_eq!(early, Admission::Allowed);
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (trial, _) = b.try_acquire();
+        assert_eq!(trial, Admission::Trial);
+        assert_eq!(b.record(early, Outcome::Failure), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.record(trial, Outcome::Success { slow: false });
+        assert_eq!(b.state(), BreakerState::Closed);
+        // A trial's own failure still reopens it.
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let (trial, _) = b.try_acquire();
+        assert_eq!(trial, Admission::Trial);
+        b.record(trial, Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     /// A forced trial that said nothing about the target puts back the open period
