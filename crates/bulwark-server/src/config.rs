@@ -45,46 +45,36 @@ impl std::error::Error for ConfigError {}
 
 /// Reads, expands, decodes and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+    parse(path, &read(path)?, &|name| std::env::var(name).ok())
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|err| ConfigError {
         file: path.to_path_buf(),
         field: String::new(),
         message: format!("cannot read the file: {err}"),
-    })?;
-    parse(path, &text, &|name| std::env::var(name).ok())
+    })
 }
+
+/// The journal and backup sections, as [`load_storage`] reads them.
+pub type StorageConfig = (
+    bulwark_core::config::journal::JournalConfig,
+    Option<bulwark_core::config::journal::BackupConfig>,
+);
 
 /// The `journal` and `backup` sections of a configuration file, read, expanded and
 /// checked without the rest: reading the journal or shipping a backup needs no
 /// provider keys, so `${VAR}`s elsewhere (an `api_key`) need not be set. The whole
 /// file is `bulwark check`'s and `serve`'s to judge.
-pub fn load_storage(
-    path: &Path,
-) -> Result<
-    (
-        bulwark_core::config::journal::JournalConfig,
-        Option<bulwark_core::config::journal::BackupConfig>,
-    ),
-    ConfigError,
-> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-        file: path.to_path_buf(),
-        field: String::new(),
-        message: format!("cannot read the file: {err}"),
-    })?;
-    parse_storage(path, &text, &|name| std::env::var(name).ok())
+pub fn load_storage(path: &Path) -> Result<StorageConfig, ConfigError> {
+    parse_storage(path, &read(path)?, &|name| std::env::var(name).ok())
 }
 
 fn parse_storage(
     path: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<
-    (
-        bulwark_core::config::journal::JournalConfig,
-        Option<bulwark_core::config::journal::BackupConfig>,
-    ),
-    ConfigError,
-> {
+) -> Result<StorageConfig, ConfigError> {
     let err = |field: String, message: String| ConfigError {
         file: path.to_path_buf(),
         field,
