@@ -26,6 +26,7 @@ fn request(id: &str) -> NewRequest {
     NewRequest {
         id: id.to_string(),
         caller_request_id: None,
+        drill: false,
         received_at: SystemTime::now(),
         caller_key_id: Some("bench".into()),
         ingress: "openai".into(),

@@ -267,6 +267,7 @@ impl Journal {
         let payload = BeginPayload {
             received_at,
             caller_request_id: req.caller_request_id,
+            drill: req.drill,
             caller_key_id: req.caller_key_id,
             ingress: req.ingress,
             route: req.route.clone(),

@@ -126,6 +126,7 @@ pub(crate) fn export_line(summary: &RequestSummary, records: &[Record]) -> Value
         "received_at": rfc3339(summary.received_at),
         "finished_at": summary.finished_at.map(rfc3339),
         "caller_request_id": begin.as_ref().and_then(|b| b.caller_request_id.clone()),
+        "drill": begin.as_ref().is_some_and(|b| b.drill),
         "caller_key_id": begin.as_ref().and_then(|b| b.caller_key_id.clone()),
         "ingress": begin.as_ref().map(|b| b.ingress.clone()),
         "route": summary.route,

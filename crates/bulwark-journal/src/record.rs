@@ -137,6 +137,9 @@ pub(crate) struct BeginPayload {
     /// The caller's own id for the request (absent in records written before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_request_id: Option<String>,
+    /// Drill traffic (absent, false, in records written before it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
     pub caller_key_id: Option<String>,
     pub ingress: String,
     pub route: String,

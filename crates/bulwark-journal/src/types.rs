@@ -18,6 +18,9 @@ pub struct NewRequest {
     /// The caller's own id for the request (`x-client-request-id` / `x-request-id`),
     /// kept beside it: callers may send one id twice.
     pub caller_request_id: Option<String>,
+    /// Sent by `bulwark drill` (proved with the gateway's admin token): its failures
+    /// are made on purpose, and `bulwark availability` leaves it out.
+    pub drill: bool,
     pub received_at: SystemTime,
     /// Which caller key was used (an id, never the key itself).
     pub caller_key_id: Option<String>,

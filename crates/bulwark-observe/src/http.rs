@@ -70,6 +70,11 @@ pub fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
     else {
         return false;
     };
+    token_matches(given, token)
+}
+
+/// Whether `given` is `token` (constant time in the token's bytes).
+pub fn token_matches(given: &str, token: &Secret) -> bool {
     let (a, b) = (given.trim().as_bytes(), token.expose().as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -230,6 +230,18 @@ async fn read_request(req: Request) -> (HeaderMap, Result<Bytes, BodyError>) {
     (headers, body)
 }
 
+/// `bulwark drill`'s traffic: `x-bulwark-drill` carrying the gateway's admin token,
+/// which the drill set on the gateway it started (a caller cannot claim it).
+fn is_drill(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.admin_token else {
+        return false;
+    };
+    headers
+        .get("x-bulwark-drill")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|given| bulwark_observe::http::token_matches(given, token))
+}
+
 /// Reads Bulwark's own request headers: `x-bulwark-timeout` (a deadline for the whole
 /// request: `30s`, `1500ms`, or plain seconds) and `x-session-id` (sticky target).
 fn request_options(headers: &HeaderMap) -> Result<RequestOptions, GatewayError> {
@@ -383,6 +395,7 @@ async fn handle(
         let new = NewRequest {
             id: request_id.clone(),
             caller_request_id: crate::app::caller_request_id(headers),
+            drill: is_drill(&state, headers),
             received_at,
             caller_key_id: caller,
             ingress: format.label().to_string(),

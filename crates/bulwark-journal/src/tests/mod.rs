@@ -69,6 +69,7 @@ pub(crate) fn new_request(id: &str, key: Option<&str>, hash: &str) -> NewRequest
     NewRequest {
         id: id.to_string(),
         caller_request_id: None,
+        drill: false,
         received_at: SystemTime::now(),
         caller_key_id: Some("key-1".into()),
         ingress: "openai".into(),

@@ -6,9 +6,9 @@
 //! - **Route availability** = completed / (completed + failed + interrupted) over the
 //!   requests received in the period. Requests still `in_flight` are reported but not
 //!   counted, nor are requests whose caller went away before the answer was complete
-//!   (nothing failed), nor the traffic of `bulwark drill` (its request ids start with
-//!   `drill-`; its failures were made on purpose, and its attempts are left out of
-//!   the providers' figures too). A request that failed because of the caller (a 400) counts as failed:
+//!   (nothing failed), nor the traffic of `bulwark drill` (journaled as `drill`, which
+//!   only the gateway's admin token can claim; its failures were made on purpose,
+//!   and its attempts are left out of the providers' figures too). A request that failed because of the caller (a 400) counts as failed:
 //!   the journal records the outcome the caller saw, not whose fault it was.
 //! - **Provider availability** = the attempt success ratio: `ok` attempts / (`ok` +
 //!   failed attempts). Attempts that say nothing about the provider are left out:
@@ -186,7 +186,7 @@ struct ExportedRequest {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
-    caller_request_id: Option<String>,
+    drill: bool,
     received_at: String,
     route: String,
     #[serde(default)]
@@ -298,11 +298,7 @@ impl Fold {
     fn add_request(&mut self, req: &ExportedRequest) -> std::io::Result<()> {
         let received = unix_ms(&req.received_at)?;
         self.requests += 1;
-        if req
-            .caller_request_id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("drill-"))
-        {
+        if req.drill {
             self.drill += 1;
             return Ok(());
         }
@@ -607,6 +603,7 @@ mod tests {
             .begin(NewRequest {
                 id: id.into(),
                 caller_request_id: None,
+                drill: false,
                 received_at: received,
                 caller_key_id: None,
                 ingress: "openai".into(),
@@ -669,6 +666,7 @@ mod tests {
             .begin(NewRequest {
                 id: "open".into(),
                 caller_request_id: None,
+                drill: false,
                 received_at: at(3, 0),
                 caller_key_id: None,
                 ingress: "openai".into(),
@@ -785,26 +783,31 @@ mod tests {
     #[test]
     fn callers_who_left_and_drill_traffic_are_not_counted() {
         let mut fold = Fold::new(None);
-        let line = |status: &str, error: Option<&str>, caller: Option<&str>, class: &str| {
+        let line = |status: &str, error: Option<&str>, caller: &str, drill: bool, class: &str| {
             serde_json::json!({
-                "status": status, "error": error, "caller_request_id": caller,
+                "status": status, "error": error, "caller_request_id": caller, "drill": drill,
                 "received_at": "2026-11-28T04:00:01Z", "route": "chat",
                 "attempts": [{"provider": "a", "started_at": "2026-11-28T04:00:01Z", "outcome_class": class}],
             })
             .to_string()
         };
+        let left = Some(bulwark_server::CALLER_WENT_AWAY);
         for l in [
-            line("completed", None, Some("app-1"), "ok"),
-            line(
-                "failed",
-                Some(bulwark_server::CALLER_WENT_AWAY),
-                None,
-                "cancelled",
-            ),
+            line("completed", None, "app-1", false, "ok"),
+            line("failed", left, "app-2", false, "cancelled"),
             line(
                 "failed",
                 Some("every target failed"),
-                Some("drill-x-000001"),
+                "drill-x-1",
+                true,
+                "transient",
+            ),
+            // A caller naming its request like the drill's is not drill traffic.
+            line(
+                "failed",
+                Some("every target failed"),
+                "drill-spoof-1",
+                false,
                 "transient",
             ),
         ] {
@@ -813,17 +816,14 @@ mod tests {
         let report = fold.into_report("j".into(), None, None);
         assert_eq!(
             (report.requests, report.left_by_caller, report.drill),
-            (3, 1, 1)
+            (4, 1, 1)
         );
         let chat = &report.routes[0];
-        assert_eq!(
-            (chat.requests, chat.failed, chat.availability),
-            (1, 0, Some(1.0))
-        );
+        assert_eq!((chat.requests, chat.completed, chat.failed), (2, 1, 1));
         let a = &report.providers[0];
         assert_eq!(
             (a.ok, a.failed),
-            (1, 0),
+            (1, 1),
             "the drill's failed attempt is left out"
         );
     }

@@ -123,6 +123,7 @@ pub async fn execute(setup: &LiveSetup<'_>) -> anyhow::Result<Recorded> {
             started,
             until: plan.duration,
             timeout: setup.route.timeouts.total.0 + Duration::from_secs(5),
+            drill_token: setup.admin_token.clone(),
         },
         Arc::clone(&endpoint),
     )?;

@@ -55,6 +55,9 @@ pub struct TrafficPlan {
     pub until: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The admin token of the gateways the drill starts: sent as `x-bulwark-drill`, it
+    /// marks the journal's records as drill traffic.
+    pub drill_token: String,
 }
 
 /// The running callers.
@@ -249,6 +252,7 @@ async fn send(
     let response = match client
         .post(format!("{base}/v1/chat/completions"))
         .header("x-request-id", id)
+        .header("x-bulwark-drill", &plan.drill_token)
         .json(&body)
         .send()
         .await

@@ -211,3 +211,38 @@ async fn two_requests_with_one_caller_request_id_stay_two() {
         assert!(entry["request"].to_string().contains(prompt), "{entry}");
     }
 }
+
+/// Drill traffic is marked in the journal only when `x-bulwark-drill` carries the
+/// gateway's admin token: a caller cannot keep its failures out of `availability`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_token_marks_a_request_as_drill_traffic() {
+    let mock = MockServer::start("upstream").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let config = write_config(
+        dir.path(),
+        &mock.url(),
+        &journal,
+        "admin_token: drill-secret-1",
+    );
+    let gateway = Gateway::start(&config).await;
+    let url = gateway.url("/v1/chat/completions");
+    let client = crate::support::client();
+    for (caller_id, marker) in [
+        ("real", "drill-secret-1"),
+        ("spoof", "guess"),
+        ("plain", ""),
+    ] {
+        let body = chat_body(false, caller_id);
+        let mut headers = vec![("x-request-id", caller_id)];
+        if !marker.is_empty() {
+            headers.push(("x-bulwark-drill", marker));
+        }
+        let (status, _, text) = post(&client, &url, &body, &headers).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let entries = journal_export(&journal).await;
+    assert_eq!(entries["real"]["drill"], true);
+    assert_eq!(entries["spoof"]["drill"], false);
+    assert_eq!(entries["plain"]["drill"], false);
+}
