@@ -656,6 +656,19 @@ fn failure_response(format: Format, route: &str, failure: Failure) -> (Response,
         | ErrorClass::Timeout
         | ErrorClass::Throttled
         | ErrorClass::Quota
+        | ErrorClass::Protocol
+            if failure.attempts == 0 =>
+        {
+            // Nothing was tried (every target rate-limited, open or out of quota).
+            format!(
+                "no target of `{route}` could serve: {}",
+                failure.error.message
+            )
+        }
+        ErrorClass::Transient
+        | ErrorClass::Timeout
+        | ErrorClass::Throttled
+        | ErrorClass::Quota
         | ErrorClass::Protocol => format!(
             "no target of `{route}` could serve after {} attempt(s); last error from `{from}`: {}",
             failure.attempts, failure.error.message

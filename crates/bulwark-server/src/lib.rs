@@ -134,7 +134,7 @@ pub async fn build_state_tuned(config: &Config, tuning: Tuning) -> Result<AppSta
     if recovery.interrupted > 0 {
         tracing::warn!(
             interrupted = recovery.interrupted,
-            "journal: {} request(s) left unfinished by the previous run are now `interrupted` (list them: bulwark journal list --status interrupted)",
+            "journal: {} request(s) left unfinished by the previous run are now `interrupted` (list them: bulwark journal list --config <this config file> --status interrupted)",
             recovery.interrupted
         );
     }

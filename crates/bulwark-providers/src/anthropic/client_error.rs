@@ -31,7 +31,8 @@ const RATE_LIMIT_FAMILIES: [&str; 4] = ["requests", "tokens", "input-tokens", "o
 /// | 400 (or other 4xx) whose message says credit balance / spend or usage limit | `Quota` |
 /// | 400 (or other 4xx) whose message names `output_config` (a model without structured output, a schema it will not take) | `Unsupported` |
 /// | 400, 404, 413, 422 and other 4xx | `InvalidRequest` |
-/// | anything else (1xx, 3xx) | `Protocol` |
+/// | 3xx (a redirect, never followed) | `Transient` |
+/// | anything else (1xx) | `Protocol` |
 ///
 /// `retry_after` is `retry-after` / `retry-after-ms` when present; on a 429 without
 /// them, the wait until the `anthropic-ratelimit-*-reset` of the exhausted limit
@@ -78,7 +79,9 @@ fn classify(status: Option<u16>, error_type: &str, message: &str, has_wait: bool
     match status {
         Some(401 | 403) => ErrorClass::Auth,
         Some(402) => ErrorClass::Quota,
-        Some(408 | 500..=599) => ErrorClass::Transient,
+        // A redirect says nothing of the caller's request: something in front of
+        // Anthropic is amiss (it is never followed: that would resend the prompt).
+        Some(300..=399 | 408 | 500..=599) => ErrorClass::Transient,
         Some(429) if out_of_money && !has_wait => ErrorClass::Quota,
         Some(429) => ErrorClass::Throttled,
         Some(400..=499) if mentions_context_window(&lower) => ErrorClass::ContextWindow,
@@ -439,7 +442,8 @@ mod tests {
             (502, "api_error", ErrorClass::Transient),
             (503, "overloaded_error", ErrorClass::Transient),
             (504, "timeout_error", ErrorClass::Transient),
-            (302, "", ErrorClass::Protocol),
+            (302, "", ErrorClass::Transient),
+            (103, "", ErrorClass::Protocol),
         ];
         for (status, kind, class) in cases {
             let err = map_error(status, &HeaderMap::new(), &body(kind, "boom"));
