@@ -266,7 +266,10 @@ impl CircuitBreaker {
                 self.on_success(&mut inner, now, slow, trial)
             }
             Outcome::Failure => {
-                inner.forced_from = None;
+                // As for a success: only a trial's answer decides the forced one's fate.
+                if trial {
+                    inner.forced_from = None;
+                }
                 self.on_failure(&mut inner, now, trial)
             }
         }
@@ -614,6 +617,19 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         b.record(trial, Outcome::Success { slow: false });
         assert_eq!(b.state(), BreakerState::Closed);
+        // A straggler failing while a forced trial is out leaves that trial undoable.
+        for _ in 0..5 {
+            call(&b, Outcome::Failure);
+        }
+        let (straggler, _) = (Admission::Allowed, ());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (forced, _) = b.force_trial();
+        assert_eq!(forced, Admission::Trial);
+        b.record(straggler, Outcome::Failure);
+        b.record(forced, Outcome::Ignored);
+        assert!(b.undo_forced_trial().is_some());
+        assert_eq!(b.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(600)).await;
         // A trial's own failure still reopens it.
         for _ in 0..5 {
             call(&b, Outcome::Failure);

@@ -370,13 +370,18 @@ impl Router {
                     )
                     .await;
                 let err = match outcome {
-                    Ok((won, provider, model))
+                    Ok((mut won, provider, model))
                         if policy.failover_on_content_policy && won.blocked() =>
                     {
                         let err = UpstreamError::new(
                             ErrorClass::ContentPolicy,
                             "the provider's content filter stopped the answer",
                         );
+                        // The upstream answered, whoever gets the answer in the end:
+                        // recorded now, as a JSON answer is (it frees a trial slot).
+                        if let Won::Stream(opened, guard) = &mut won {
+                            guard.finish(Ok(()), Some(opened.ttft));
+                        }
                         blocked = Some((won, provider, model));
                         err
                     }

@@ -141,8 +141,8 @@ pub async fn anthropic_count_tokens(
 ) -> Response {
     let format = Format::Anthropic;
     let (headers, body) = read_request(req).await;
-    let decoded = body
-        .map_err(BodyError::into_gateway_error)
+    let decoded = uncompressed(&headers)
+        .and(body.map_err(BodyError::into_gateway_error))
         .and_then(|body| anthropic::serve::decode_count_request(&body))
         .and_then(|mut req| {
             req.anthropic_beta = anthropic_beta(&headers)?;
@@ -228,6 +228,26 @@ async fn read_request(req: Request) -> (HeaderMap, Result<Bytes, BodyError>) {
         Err(_) => Err(BodyError::TimedOut),
     };
     (headers, body)
+}
+
+/// A 415 for a request body sent compressed: every `Content-Encoding` header, and every
+/// coding listed in one, must be `identity`.
+fn uncompressed(headers: &HeaderMap) -> Result<(), GatewayError> {
+    match headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        None => Ok(()),
+        Some(encoding) => Err(GatewayError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!(
+                "the request body is sent with Content-Encoding {encoding:?}, which Bulwark does not decode; send it uncompressed"
+            ),
+        )),
+    }
 }
 
 /// `bulwark drill`'s traffic: `x-bulwark-drill` carrying the gateway's admin token,
@@ -317,20 +337,7 @@ async fn handle(
         },
         Err(err) => return meter.error(format, &err),
     };
-    // Every Content-Encoding header, and every coding listed in one.
-    if let Some(encoding) = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(str::trim)
-        .find(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
-    {
-        let err = GatewayError::new(
-            ErrorKind::UnsupportedMediaType,
-            format!(
-                "the request body is sent with Content-Encoding {encoding:?}, which Bulwark does not decode; send it uncompressed"
-            ),
-        );
+    if let Err(err) = uncompressed(headers) {
         return meter.error(format, &err);
     }
     let idem_key = match ledger::idempotency_key(headers) {

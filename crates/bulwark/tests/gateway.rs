@@ -338,9 +338,14 @@ async fn bad_input_gets_4xx_in_the_callers_format_and_the_gateway_stays_up() {
     for (path, headers, want) in [
         ("/v1/chat/completions", ("content-encoding", "gzip"), 415),
         ("/v1/messages", ("content-encoding", "br"), 415),
+        (
+            "/v1/messages/count_tokens",
+            ("content-encoding", "gzip"),
+            415,
+        ),
         ("/v1/chat/completions", ("x-bulwark-timeout", "1us"), 400),
     ] {
-        let body = if path == "/v1/messages" {
+        let body = if path.starts_with("/v1/messages") {
             r#"{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"x"}]}"#
         } else {
             CHAT

@@ -215,7 +215,7 @@ fn decode_output_config(
 
 /// Whether OpenAI's strict structured output takes `schema`: every object in it has
 /// `additionalProperties: false` and all its properties in `required`.
-fn openai_strict_takes(schema: &Value) -> bool {
+pub(crate) fn openai_strict_takes(schema: &Value) -> bool {
     match schema {
         Value::Array(items) => items.iter().all(openai_strict_takes),
         Value::Object(obj) => {

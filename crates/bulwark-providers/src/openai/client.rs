@@ -347,6 +347,23 @@ fn build_request<'a>(
     for message in &req.messages {
         encode_message(message, kind, &mut messages)?;
     }
+    // OpenAI answers 400 to a strict tool whose schema its strict mode does not take
+    // (an optional property, an open object): a target that cannot serve it, as for
+    // any feature it lacks (Anthropic's strict tool use takes more schemas).
+    if !compatible
+        && let Some(tool) = req
+            .tools
+            .iter()
+            .find(|t| t.strict && !crate::anthropic::serve::openai_strict_takes(&t.parameters))
+    {
+        return Err(UpstreamError::unsupported(
+            kind,
+            &format!(
+                "strict tool `{}` (OpenAI's strict mode needs every object closed with additionalProperties: false and every property required)",
+                tool.name
+            ),
+        ));
+    }
     let tools: Vec<ToolDefinition<'a>> = req
         .tools
         .iter()

@@ -213,6 +213,32 @@ fn more_stop_sequences_than_openai_takes_are_unsupported() {
 }
 
 #[test]
+fn a_strict_tool_openai_would_refuse_is_unsupported_not_sent() {
+    let mut req = full_request();
+    req.tools = vec![bulwark_core::Tool {
+        name: "search".into(),
+        description: None,
+        // `limit` is optional: OpenAI's strict mode answers 400 to this schema.
+        parameters: json!({"type": "object", "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}},
+                           "required": ["q"], "additionalProperties": false}),
+        strict: true,
+    }];
+    let err = OpenAiAdapter::new(false)
+        .encode_request(&req, "gpt-4o", false)
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Unsupported);
+    assert!(
+        err.message.contains("strict tool `search`"),
+        "{}",
+        err.message
+    );
+    // Every property required: it goes, strict.
+    req.tools[0].parameters["required"] = json!(["q", "limit"]);
+    let body = encode(&OpenAiAdapter::new(false), &req, false);
+    assert_eq!(body["tools"][0]["function"]["strict"], true);
+}
+
+#[test]
 fn images_in_tool_results_are_unsupported() {
     let mut req = ChatRequest::default();
     req.messages.push(Message {

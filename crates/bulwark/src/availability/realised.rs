@@ -302,11 +302,12 @@ impl Fold {
             self.drill += 1;
             return Ok(());
         }
-        if req.status == Status::Failed
-            && req.error.as_deref() == Some(bulwark_server::CALLER_WENT_AWAY)
-        {
+        // A caller who went away leaves the route's outcome unknown; its attempts
+        // still say how the providers did.
+        let left = req.status == Status::Failed
+            && req.error.as_deref() == Some(bulwark_server::CALLER_WENT_AWAY);
+        if left {
             self.left_by_caller += 1;
-            return Ok(());
         }
         self.first_ms = Some(self.first_ms.map_or(received, |t| t.min(received)));
         self.last_ms = Some(self.last_ms.map_or(received, |t| t.max(received)));
@@ -315,6 +316,7 @@ impl Fold {
             .entry((period_of(received, self.by), req.route.clone()))
             .or_default();
         let failed = match req.status {
+            _ if left => None,
             Status::InFlight => {
                 tally.in_flight += 1;
                 self.in_flight += 1;
@@ -822,9 +824,9 @@ mod tests {
         assert_eq!((chat.requests, chat.completed, chat.failed), (2, 1, 1));
         let a = &report.providers[0];
         assert_eq!(
-            (a.ok, a.failed),
-            (1, 1),
-            "the drill's failed attempt is left out"
+            (a.ok, a.failed, a.not_counted),
+            (1, 1, 1),
+            "the drill's failed attempt is left out; the cancelled one is not counted"
         );
     }
 

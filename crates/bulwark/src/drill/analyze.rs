@@ -106,7 +106,9 @@ pub struct Rto {
     pub recovered: bool,
 }
 
-pub fn rto(outcomes: &[Outcome]) -> Rto {
+/// `injection_ms`: when the fault began; the typical answer time is taken from the
+/// answers to requests sent before it (all of them when there are none).
+pub fn rto(outcomes: &[Outcome], injection_ms: Option<u64>) -> Rto {
     let none = Rto {
         ms: 0,
         from_ms: 0,
@@ -128,12 +130,19 @@ pub fn rto(outcomes: &[Outcome]) -> Rto {
     }
     answers.sort_unstable();
     failures.sort_unstable();
-    // The typical answer time: waiting that long for an answer is no outage.
-    let mut latencies: Vec<u64> = outcomes
-        .iter()
-        .filter(|o| o.complete)
-        .map(Outcome::latency_ms)
-        .collect();
+    // The typical answer time, before the fault: waiting that long is no outage. (From
+    // every answer, a long slow outage would make its own slowness typical.)
+    let latencies_before = |before: u64| -> Vec<u64> {
+        outcomes
+            .iter()
+            .filter(|o| o.complete && o.sent_ms < before)
+            .map(Outcome::latency_ms)
+            .collect()
+    };
+    let mut latencies = injection_ms.map(latencies_before).unwrap_or_default();
+    if latencies.is_empty() {
+        latencies = latencies_before(u64::MAX);
+    }
     let typical = percentiles(&mut latencies).map_or(0, |p| p.p50);
     let start = outcomes.iter().map(|o| o.sent_ms).min().unwrap_or(0);
     let end = outcomes.iter().map(|o| o.done_ms).max().unwrap_or(0);
@@ -348,13 +357,13 @@ mod tests {
         // Healthy, and a provider that is always slow: nothing beyond the typical
         // answer time.
         let fine = vec![outcome(0, 100, true, "a"), outcome(500, 600, true, "a")];
-        assert_eq!(rto(&fine).ms, 0);
+        assert_eq!(rto(&fine, None).ms, 0);
         let slow = vec![
             outcome(0, 2500, true, "a"),
             outcome(250, 2750, true, "a"),
             outcome(500, 3000, true, "a"),
         ];
-        assert_eq!(rto(&slow).ms, 0);
+        assert_eq!(rto(&slow, None).ms, 0);
         // A slow outage fails nobody and answers nobody for 6 s (typical answer 50 ms).
         let brownout = vec![
             outcome(0, 50, true, "a"),
@@ -362,7 +371,14 @@ mod tests {
             outcome(6100, 6150, true, "b"),
             outcome(6200, 6250, true, "b"),
         ];
-        let r = rto(&brownout);
+        let r = rto(&brownout, None);
+        // A slow outage longer than the healthy time around it is still one: the
+        // typical time comes from before the fault.
+        let mut long: Vec<Outcome> = (0..4)
+            .map(|i| outcome(i * 10, i * 10 + 50, true, "a"))
+            .collect();
+        long.extend((0..10).map(|i| outcome(100 + i * 10, 10_100 + i * 10, true, "b")));
+        assert_eq!(rto(&long, Some(100)).ms, 9950);
         assert_eq!(
             (r.ms, r.from_ms, r.to_ms, r.recovered),
             (5950, 110, 6060, true)
@@ -375,13 +391,13 @@ mod tests {
             outcome(950, 960, false, "b"),
             outcome(1000, 1050, true, "b"),
         ];
-        let r = rto(&outage);
+        let r = rto(&outage, None);
         assert_eq!(
             (r.ms, r.from_ms, r.to_ms, r.recovered),
             (800, 100, 900, true)
         );
         let never = vec![outcome(0, 100, true, "a"), outcome(200, 300, false, "a")];
-        let r = rto(&never);
+        let r = rto(&never, None);
         assert_eq!((r.ms, r.recovered), (200, false));
     }
 

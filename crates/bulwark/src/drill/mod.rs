@@ -336,7 +336,7 @@ async fn assemble(
         ),
         _ => analyze::CallerStats::default(),
     };
-    let rto = analyze::rto(outcomes);
+    let rto = analyze::rto(outcomes, rec.injection_ms);
     let mut kills = rec.kills;
     for (i, k) in kills.iter_mut().enumerate() {
         let generation = u32::try_from(i + 1).unwrap_or(u32::MAX);
