@@ -22,7 +22,7 @@ fn weather_tool() -> Tool {
     Tool {
         name: "get_weather".into(),
         description: Some("Weather for a city".into()),
-        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}),
         strict: true,
     }
 }
@@ -141,7 +141,7 @@ fn encodes_every_field_for_plain_openai() {
         ],
         "tools": [{"type": "function", "function": {
             "name": "get_weather", "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false},
             "strict": true
         }}],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
