@@ -16,9 +16,9 @@
 //!   the primary and the first poll showing the primary healthy again;
 //! - **RTO**: the longest time callers got no answer: between two consecutive
 //!   complete answers (to any caller), the whole stretch when a caller got a failure
-//!   in it, otherwise the longest any request waited in it beyond the drill's typical
-//!   (median) answer time (a slow outage fails nobody, yet answers nobody; a provider
-//!   that is always slow is not an outage); from the last answer to the end of the
+//!   in it, otherwise the longest any request waited in it beyond the typical (median)
+//!   answer time before the fault (a slow outage fails nobody, yet answers nobody; a
+//!   provider that is always slow is not an outage); from the last answer to the end of the
 //!   drill when answers never came back. 0 in a drill where nothing went wrong.
 
 use std::collections::BTreeMap;
