@@ -198,6 +198,16 @@ fn throttled(wait: Duration) -> UpstreamError {
     err
 }
 
+/// The failure a fault answers every call with before it reaches the provider (down,
+/// throttled); `None` for the faults that act on the answer itself.
+fn refusal(fault: Option<&ChaosFault>) -> Option<UpstreamError> {
+    match fault? {
+        ChaosFault::Down => Some(down()),
+        ChaosFault::Throttle { retry_after } => Some(throttled(retry_after.0)),
+        ChaosFault::SlowFirstToken { .. } | ChaosFault::CutStream { .. } => None,
+    }
+}
+
 impl Upstream for Chaotic {
     fn count_tokens<'a>(
         &'a self,
@@ -205,10 +215,10 @@ impl Upstream for Chaotic {
         model: &'a str,
     ) -> BoxFuture<'a, Result<u64, UpstreamError>> {
         Box::pin(async move {
-            match self.board.fault_for(&self.provider, &self.model) {
-                Some(ChaosFault::Down) => Err(down()),
-                Some(ChaosFault::Throttle { retry_after }) => Err(throttled(retry_after.0)),
-                _ => self.inner.count_tokens(req, model).await,
+            let fault = self.board.fault_for(&self.provider, &self.model);
+            match refusal(fault.as_ref()) {
+                Some(err) => Err(err),
+                None => self.inner.count_tokens(req, model).await,
             }
         })
     }
@@ -219,15 +229,14 @@ impl Upstream for Chaotic {
         model: &'a str,
     ) -> BoxFuture<'a, Result<ChatResponse, UpstreamError>> {
         Box::pin(async move {
-            match self.board.fault_for(&self.provider, &self.model) {
-                Some(ChaosFault::Down) => Err(down()),
-                Some(ChaosFault::Throttle { retry_after }) => Err(throttled(retry_after.0)),
-                Some(ChaosFault::SlowFirstToken { delay }) => {
-                    tokio::time::sleep(delay.0).await;
-                    self.inner.chat(req, model).await
-                }
-                Some(ChaosFault::CutStream { .. }) | None => self.inner.chat(req, model).await,
+            let fault = self.board.fault_for(&self.provider, &self.model);
+            if let Some(err) = refusal(fault.as_ref()) {
+                return Err(err);
             }
+            if let Some(ChaosFault::SlowFirstToken { delay }) = fault {
+                tokio::time::sleep(delay.0).await;
+            }
+            self.inner.chat(req, model).await
         })
     }
 
@@ -237,9 +246,14 @@ impl Upstream for Chaotic {
         model: &'a str,
     ) -> BoxFuture<'a, Result<EventStream, UpstreamError>> {
         Box::pin(async move {
-            match self.board.fault_for(&self.provider, &self.model) {
-                Some(ChaosFault::Down) => Err(down()),
-                Some(ChaosFault::Throttle { retry_after }) => Err(throttled(retry_after.0)),
+            let fault = self.board.fault_for(&self.provider, &self.model);
+            if let Some(err) = refusal(fault.as_ref()) {
+                return Err(err);
+            }
+            match fault {
+                Some(ChaosFault::Down | ChaosFault::Throttle { .. }) | None => {
+                    self.inner.chat_stream(req, model).await
+                }
                 Some(ChaosFault::SlowFirstToken { delay }) => {
                     tokio::time::sleep(delay.0).await;
                     self.inner.chat_stream(req, model).await
@@ -255,7 +269,6 @@ impl Upstream for Chaotic {
                     }));
                     Ok(Box::pin(cut) as EventStream)
                 }
-                None => self.inner.chat_stream(req, model).await,
             }
         })
     }

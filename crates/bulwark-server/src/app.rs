@@ -35,7 +35,12 @@ pub struct AppState {
 
 /// The request id of the current request (a request extension set by [`request_id`]).
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    /// Bulwark's own, unique (the journal's key).
+    pub id: String,
+    /// The caller's own id for it ([`caller_request_id`]), read once here.
+    pub caller: Option<String>,
+}
 
 pub fn build_app(state: AppState) -> AxumRouter {
     let observe =
@@ -75,7 +80,10 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let anthropic = format_of(&req) == Format::Anthropic;
     let caller = caller_request_id(req.headers());
     let id = uuid::Uuid::now_v7().simple().to_string();
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        caller: caller.clone(),
+    });
     let mut response = next.run(req).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         if anthropic {

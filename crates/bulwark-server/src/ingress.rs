@@ -119,7 +119,7 @@ pub async fn openai_chat(
     req: Request,
 ) -> Response {
     let (headers, body) = read_request(req).await;
-    handle(state, request_id.0, Format::OpenAi, &headers, body).await
+    handle(state, request_id, Format::OpenAi, &headers, body).await
 }
 
 pub async fn anthropic_messages(
@@ -128,7 +128,7 @@ pub async fn anthropic_messages(
     req: Request,
 ) -> Response {
     let (headers, body) = read_request(req).await;
-    handle(state, request_id.0, Format::Anthropic, &headers, body).await
+    handle(state, request_id, Format::Anthropic, &headers, body).await
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, as the first target of the
@@ -151,7 +151,7 @@ pub async fn anthropic_count_tokens(
     let (req, opts) = match decoded.and_then(|req| Ok((req, request_options(&headers)?))) {
         Ok(decoded) => decoded,
         Err(err) => {
-            info!(request_id = request_id.0, status = err.status_code(), error = %err, "rejected token count");
+            info!(request_id = request_id.id, status = err.status_code(), error = %err, "rejected token count");
             return format.error_response(&err, None);
         }
     };
@@ -321,7 +321,10 @@ fn anthropic_beta(headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
 
 async fn handle(
     state: AppState,
-    request_id: String,
+    RequestId {
+        id: request_id,
+        caller: caller_request_id,
+    }: RequestId,
     format: Format,
     headers: &HeaderMap,
     body: Result<Bytes, BodyError>,
@@ -401,7 +404,7 @@ async fn handle(
         let request_body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         let new = NewRequest {
             id: request_id.clone(),
-            caller_request_id: crate::app::caller_request_id(headers),
+            caller_request_id,
             drill: is_drill(&state, headers),
             received_at,
             caller_key_id: caller,

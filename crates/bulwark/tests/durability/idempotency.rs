@@ -25,15 +25,45 @@ async fn post(
     (status, headers, resp.text().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_replay_wait_and_reject_mismatches() {
+/// A mock, and a gateway on it (`durability: sync`, `extra` top-level YAML).
+struct Setup {
+    mock: MockServer,
+    /// Holds the journal's directory.
+    _dir: tempfile::TempDir,
+    journal: std::path::PathBuf,
+    gateway: Gateway,
+    /// The gateway's `/v1/chat/completions`.
+    url: String,
+    client: reqwest::Client,
+}
+
+async fn setup(extra: &str) -> Setup {
     let mock = MockServer::start("upstream").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.db");
-    let config = write_config(dir.path(), &mock.url(), &journal, "");
+    let config = write_config(dir.path(), &mock.url(), &journal, extra);
     let gateway = Gateway::start(&config).await;
     let url = gateway.url("/v1/chat/completions");
-    let client = crate::support::client();
+    Setup {
+        mock,
+        _dir: dir,
+        journal,
+        gateway,
+        url,
+        client: crate::support::client(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_wait_and_reject_mismatches() {
+    let Setup {
+        mock,
+        _dir,
+        journal,
+        gateway,
+        url,
+        client,
+    } = setup("").await;
     let auth = ("authorization", "Bearer caller-one");
 
     // 1. JSON: the first call reaches the provider, the repeat does not.
@@ -177,13 +207,15 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
 /// caller's kept beside it (echoed as `x-client-request-id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_requests_with_one_caller_request_id_stay_two() {
-    let mock = MockServer::start("upstream").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.db");
-    let config = write_config(dir.path(), &mock.url(), &journal, "");
-    let gateway = Gateway::start(&config).await;
-    let url = gateway.url("/v1/chat/completions");
-    let client = crate::support::client();
+    // Every part bound, so the mock and the gateway live to the end.
+    let Setup {
+        mock: _mock,
+        _dir,
+        journal,
+        gateway: _gateway,
+        url,
+        client,
+    } = setup("").await;
     let mut ids = Vec::new();
     for prompt in ["first question", "second question"] {
         let body = chat_body(false, prompt);
@@ -216,18 +248,14 @@ async fn two_requests_with_one_caller_request_id_stay_two() {
 /// gateway's admin token: a caller cannot keep its failures out of `availability`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_admin_token_marks_a_request_as_drill_traffic() {
-    let mock = MockServer::start("upstream").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.db");
-    let config = write_config(
-        dir.path(),
-        &mock.url(),
-        &journal,
-        "admin_token: drill-secret-1",
-    );
-    let gateway = Gateway::start(&config).await;
-    let url = gateway.url("/v1/chat/completions");
-    let client = crate::support::client();
+    let Setup {
+        mock: _mock,
+        _dir,
+        journal,
+        gateway: _gateway,
+        url,
+        client,
+    } = setup("admin_token: drill-secret-1").await;
     for (caller_id, marker) in [
         ("real", "drill-secret-1"),
         ("spoof", "guess"),
