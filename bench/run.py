@@ -10,8 +10,8 @@ Everything runs on this machine, on loopback, in one run:
     CPU 0 ("one-core") and, on a KVM guest whose guest halt polling is off, split
     again with it on ("split+haltpoll"), see README;
   - in each topology, the concurrency-1 cases also through `bulwark-passthrough`, the
-    thinnest hyper proxy: the floor any proxy pays for the extra hop (README, "The
-    floor").
+    thinnest hyper proxy, and through nginx as a plain reverse proxy: the floor any
+    proxy pays for the extra hop (README, "The floor").
 Per case it records requests/s, latency and time-to-first-byte percentiles, errors,
 the gateway's CPU time per request (from /proc/PID/stat, over every request the case
 sent, warm-up included) and its peak RSS (VmHWM, reset before each case through
@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "release" / "bulwark"
 LOADGEN = ROOT / "target" / "release" / "bulwark-loadgen"
 PASSTHROUGH = ROOT / "target" / "release" / "bulwark-passthrough"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 OUT = ROOT / "bench" / "out"
 LITELLM = ROOT / "bench" / ".venv-litellm" / "bin" / "litellm"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -212,9 +214,10 @@ def latency_cases(run, gw, url, direct, target, topology):
     run.case("stream", target, gw, url, BODY_STREAM, 1, topology=topology, durability="off")
 
 
-def floor_cases(run, mock_url, cpu, topology, logs, procs):
-    """The concurrency-1 cases through the bare pass-through proxy on `cpu`: what one
-    more hop costs in this topology whatever runs in it (README, "The floor")."""
+def floor_cases(run, mock_url, cpu, topology, logs, procs, data_dir):
+    """The concurrency-1 cases through the bare pass-through proxy, then through nginx,
+    each alone on `cpu`: what one more hop costs in this topology whatever runs in it
+    (README, "The floor")."""
     port = free_port()
     pt = start([str(PASSTHROUGH), "--listen", f"127.0.0.1:{port}", "--upstream", mock_url], cpu, log=logs)
     procs.append(pt)
@@ -227,6 +230,56 @@ def floor_cases(run, mock_url, cpu, topology, logs, procs):
         print(f"pass-through ({topology}): {err}", flush=True)
     finally:
         stop(pt)
+    if not NGINX:
+        print(f"nginx ({topology}): not installed (bench/run.sh installs it); skipped", flush=True)
+        return
+    port = free_port()
+    ng = start_nginx(mock_url, port, cpu, data_dir / f"nginx-{topology}", logs)
+    procs.append(ng)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_mock/health")
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        run.case("json", "nginx", ng, url, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
+        run.case("stream", "nginx", ng, url, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
+    except RuntimeError as err:
+        print(f"nginx ({topology}): {err}", flush=True)
+    finally:
+        stop(ng)
+
+
+def start_nginx(mock_url, port, cpu, prefix, logs):
+    """nginx as the plain reverse proxy operators put in front of services: one worker
+    process, upstream connections kept alive, responses passed on unbuffered (so a
+    stream's first byte is not held back), no access log."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    upstream = mock_url.removeprefix("http://")
+    (prefix / "nginx.conf").write_text(f"""\
+worker_processes 1;
+daemon off;
+master_process off;
+error_log {prefix}/error.log;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  upstream mock {{ server {upstream}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+    return start([NGINX, "-c", str(prefix / "nginx.conf"), "-p", str(prefix)], cpu, log=logs)
 
 
 def halt_poll_ns():
@@ -406,13 +459,13 @@ def main():
                     print(f"1000 slow streams FAILED: {err}", flush=True)
                     run.results.append(dict(case="1000 slow streams", target=target, failed=str(err)[:500]))
                 stop(gw)
-                floor_cases(run, mock_url, GATEWAY_CPU, "split", logs, procs)
+                floor_cases(run, mock_url, GATEWAY_CPU, "split", logs, procs, data_dir)
                 # Concurrency 1 with all three processes on one core: no cross-core wake-ups
                 # (see README, "Two topologies, and halt polling").
                 gw, url = start_bulwark(cfg, UPSTREAM_CPU, logs, procs)
                 latency_cases(run, gw, url, direct, target, "one-core")
                 stop(gw)
-                floor_cases(run, mock_url, UPSTREAM_CPU, "one-core", logs, procs)
+                floor_cases(run, mock_url, UPSTREAM_CPU, "one-core", logs, procs, data_dir)
                 # Split again with the guest polling before it halts an idle vCPU, so
                 # that a wake-up across cores need not go through the hypervisor (README,
                 # "Two topologies, and halt polling"). The setting is the machine's: it
@@ -428,7 +481,7 @@ def main():
                         try:
                             latency_cases(run, gw, url, direct, target, "split+haltpoll")
                             stop(gw)
-                            floor_cases(run, mock_url, GATEWAY_CPU, "split+haltpoll", logs, procs)
+                            floor_cases(run, mock_url, GATEWAY_CPU, "split+haltpoll", logs, procs, data_dir)
                         finally:
                             set_halt_poll_ns(booted_halt_poll)
                     stop(gw)
@@ -538,6 +591,11 @@ def find(results, case, target, c, topology="split"):
     return None
 
 
+def added(through, direct, key, pct):
+    """How much a case through a proxy added over the direct call, at one percentile."""
+    return through[key][pct] - direct[key][pct] if through and direct else None
+
+
 def verdict(ok):
     return "—" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -587,10 +645,12 @@ def render(doc):
               "mock and gateway on one core (README, \"Two topologies, and halt polling\"). "
               "`floor`: the same through `bulwark-passthrough`, the thinnest hyper proxy (no parsing, "
               "no routing), in the same topology: what any proxy adds here for the extra hop; "
-              "Bulwark's added time minus the floor is its own work (README, \"The floor\").", "",
-              "| answer | topology | direct p50 | Bulwark p50 | added p50 | floor p50 | Bulwark over the floor, p50 "
-              "| direct p99 | Bulwark p99 | added p99 | floor p99 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "Bulwark's added time minus the floor is its own work. `nginx`: the same through nginx "
+              "as a plain reverse proxy (one worker, upstream keep-alive, unbuffered), a second "
+              "floor from outside this project (README, \"The floor\").", "",
+              "| answer | topology | direct p50 | Bulwark p50 | added p50 | floor p50 | nginx p50 "
+              "| Bulwark over the floor, p50 | direct p99 | Bulwark p99 | added p99 | floor p99 | nginx p99 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in ("json", "stream"):
         key = "latency_us" if case == "json" else "ttfb_us"
         for topo in TOPOLOGIES:
@@ -598,14 +658,14 @@ def render(doc):
             if not (d and b):
                 continue
             f = find(results, case, "pass-through", 1, topo)
-            floor50 = f[key]["p50"] - d[key]["p50"] if f else None
-            floor99 = f[key]["p99"] - d[key]["p99"] if f else None
+            n = find(results, case, "nginx", 1, topo)
+            floor50, floor99 = added(f, d, key, "p50"), added(f, d, key, "p99")
             own50 = b[key]["p50"] - f[key]["p50"] if f else None
             lines.append(f"| {case} ({'whole answer' if case == 'json' else 'first byte'}) | {topo} | "
                          f"{d[key]['p50']} µs | {b[key]['p50']} µs | **{b[key]['p50'] - d[key]['p50']} µs** | "
-                         f"{fmt(floor50, ' µs')} | {fmt(own50, ' µs')} | "
+                         f"{fmt(floor50, ' µs')} | {fmt(added(n, d, key, 'p50'), ' µs')} | {fmt(own50, ' µs')} | "
                          f"{d[key]['p99']} µs | {b[key]['p99']} µs | **{b[key]['p99'] - d[key]['p99']} µs** | "
-                         f"{fmt(floor99, ' µs')} |")
+                         f"{fmt(floor99, ' µs')} | {fmt(added(n, d, key, 'p99'), ' µs')} |")
     lines += ["", "## Every case", "",
               "| case | target | topology | c | req/s | p50 | p99 | TTFB p50 | TTFB p99 | errors | CPU µs/req | req per CPU-s | peak RSS |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -688,8 +748,10 @@ def targets(results):
                 continue
             p50 = b[key]["p50"] - d[key]["p50"]
             p99 = b[key]["p99"] - d[key]["p99"]
-            f = find(results, case, "pass-through", 1, topo)
-            floor = f" (floor: p50 {f[key]['p50'] - d[key]['p50']} µs)" if f else ""
+            floors = [(name, added(find(results, case, target, 1, topo), d, key, "p50"))
+                      for name, target in (("pass-through", "pass-through"), ("nginx", "nginx"))]
+            floors = [f"{name} {v} µs" for name, v in floors if v is not None]
+            floor = f" (the extra hop alone, p50: {', '.join(floors)})" if floors else ""
             rows.append(f"| added latency, {label}, c=1, {topo}: p50 ≤ {TARGET_ADDED_P50_US} µs, p99 ≤ "
                         f"{TARGET_ADDED_P99_US} µs | p50 {p50} µs, p99 {p99} µs{floor} | "
                         f"{verdict(p50 <= TARGET_ADDED_P50_US and p99 <= TARGET_ADDED_P99_US)} |")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the whole benchmark (bench/README.md): builds the release binaries,
-# installs the LiteLLM proxy in bench/.venv-litellm (first run only) and taskset if
-# missing, runs every case and the criterion micro-benchmarks, and writes
+# installs the LiteLLM proxy in bench/.venv-litellm (first run only), and taskset and
+# nginx if missing, runs every case and the criterion micro-benchmarks, and writes
 # bench/out/results.json and RESULTS.md (a full run also bench/RESULTS.md).
 #
 #   bench/run.sh            the full run, ~14 minutes (run it on a quiet machine)
@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+# nginx: the second floor (README, "The floor"); Debian starts no daemon in a container.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { apt-get update -qq && apt-get install -y -qq nginx-light; }
 read -r load1 _ < /proc/loadavg
 if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
   echo "warning: load average $load1: other work is running; absolute numbers will be off" >&2

@@ -182,6 +182,11 @@ pub enum ContentBlock {
     },
     Image {
         source: ImageSource,
+        /// OpenAI's `detail` (`low`, `high`, `auto`): how finely an OpenAI model looks,
+        /// and so how many tokens the image costs. Only OpenAI upstreams take it; the
+        /// others leave it out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// A tool call made by the assistant. `input` is the parsed JSON arguments object.
     ToolUse {
@@ -215,6 +220,18 @@ impl ContentBlock {
             self,
             ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. }
         )
+    }
+
+    /// Reasoning Anthropic wrote and signed: a reasoning block with a signature, or an
+    /// encrypted one. Reasoning an OpenAI-compatible server streamed (vLLM, OpenRouter)
+    /// carries no signature, and Anthropic refuses it.
+    pub fn is_signed_thinking(&self) -> bool {
+        self.is_thinking() && !self.is_unsigned_thinking()
+    }
+
+    /// Reasoning with no signature (see [`ContentBlock::is_signed_thinking`]).
+    pub fn is_unsigned_thinking(&self) -> bool {
+        matches!(self, ContentBlock::Thinking { signature, .. } if signature.is_empty())
     }
 }
 

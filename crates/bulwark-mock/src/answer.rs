@@ -10,9 +10,11 @@
 //! - otherwise `"Hello from {name}. You said: {last user text}"`, or
 //!   `"tok1 … tokN"` when the behaviour sets `reply_tokens`.
 //!
-//! With Anthropic's `thinking` on (Anthropic API only), the answer starts with a
-//! reasoning block, `"Thinking about: {last user text}"`, signed by
-//! [`thinking_signature`]; like Anthropic, the mock refuses a conversation whose
+//! With Anthropic's `thinking` on (Anthropic API), or a `reasoning_effort` other than
+//! `none` (OpenAI API), the answer starts with a reasoning block, `"Thinking about:
+//! {last user text}"`: on the Anthropic API signed by [`thinking_signature`], on the
+//! OpenAI API streamed as `delta.reasoning`, as vLLM, OpenRouter and Ollama stream a
+//! reasoning model's (a JSON answer leaves it out). Like Anthropic, the mock refuses a conversation whose
 //! reasoning blocks do not carry the signature it gave them, or whose last
 //! assistant turn calls a tool without starting with its reasoning
 //! ([`check_thinking`]).
@@ -82,8 +84,13 @@ impl Answer {
             AnswerBody::Text(tokens) => tokens.len(),
             AnswerBody::ToolCall { fragments, .. } => 1 + fragments.len(),
         };
-        let thinking = (api == Api::Anthropic && req.thinking_on())
-            .then(|| format!("Thinking about: {}", last_user_text(req)));
+        let reasons = match api {
+            Api::Anthropic => req.thinking_on(),
+            // A reasoning model behind an OpenAI-compatible server, asked to reason.
+            Api::OpenAi => req.reasoning_effort.as_deref().is_some_and(|e| e != "none"),
+            Api::Gemini => false,
+        };
+        let thinking = reasons.then(|| format!("Thinking about: {}", last_user_text(req)));
         Answer {
             thinking,
             blocked: false,

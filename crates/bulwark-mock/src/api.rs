@@ -225,11 +225,10 @@ async fn handle_call(state: Arc<MockState>, conn: Option<ConnHandle>, call: Inco
     let id = response_id(api, &state.instance, seq);
     let response = if stream {
         let mut encoder = match api {
-            Api::OpenAi => Encoder::OpenAi(openai::serve::StreamEncoder::new(
-                id.clone(),
-                unix_now(),
-                request.include_usage,
-            )),
+            Api::OpenAi => Encoder::OpenAi(
+                openai::serve::StreamEncoder::new(id.clone(), unix_now(), request.include_usage)
+                    .with_reasoning(),
+            ),
             Api::Anthropic => Encoder::Anthropic(anthropic::serve::StreamEncoder::new(id.clone())),
             Api::Gemini => Encoder::Gemini(gemini::serve::StreamEncoder::new()),
         };

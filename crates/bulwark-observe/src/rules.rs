@@ -160,7 +160,8 @@ pub struct AlertEvent {
 #[derive(Debug)]
 enum State {
     Pending { since: Instant },
-    Firing(Incident),
+    /// Boxed: an incident (its details a JSON map) is far larger than `Pending`.
+    Firing(Box<Incident>),
 }
 
 /// Incident states by (rule, subject).
@@ -212,7 +213,7 @@ impl Evaluator {
                             incident: incident.clone(),
                             at: wall,
                         });
-                        Some(State::Firing(incident))
+                        Some(State::Firing(Box::new(incident)))
                     } else {
                         Some(State::Pending { since: now })
                     }
@@ -225,7 +226,7 @@ impl Evaluator {
                             incident: incident.clone(),
                             at: wall,
                         });
-                        Some(State::Firing(incident))
+                        Some(State::Firing(Box::new(incident)))
                     } else {
                         Some(State::Pending { since })
                     }
@@ -239,7 +240,7 @@ impl Evaluator {
                 (Some(State::Firing(incident)), Condition::Clear) => {
                     events.push(AlertEvent {
                         action: Action::Resolve,
-                        incident,
+                        incident: *incident,
                         at: wall,
                     });
                     None
@@ -260,7 +261,7 @@ impl Evaluator {
             if let Some(State::Firing(incident)) = self.states.remove(&key) {
                 events.push(AlertEvent {
                     action: Action::Resolve,
-                    incident,
+                    incident: *incident,
                     at: wall,
                 });
             }
@@ -303,7 +304,7 @@ impl Evaluator {
             .states
             .values()
             .filter_map(|s| match s {
-                State::Firing(i) => Some(i.clone()),
+                State::Firing(i) => Some(Incident::clone(i)),
                 State::Pending { .. } => None,
             })
             .collect();

@@ -169,10 +169,30 @@ async fn first_target_503_is_answered_by_the_second() {
 async fn upstreams_see_keys_system_prompt_tools_and_max_tokens_in_their_own_shape() {
     let s = stack().await;
     let body = r#"{"model":"chat","max_tokens":50,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"weather?"}],
-      "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}"#;
+      "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"zone":{"type":"string"},"city":{"type":"string"}},"required":["zone","city"]}}}]}"#;
     let (status, _, text) = s.post("/v1/chat/completions", body).await;
     assert_eq!(status, 200, "{text}");
+    // Key order is kept both ways: a schema's property order is the order a model
+    // writes them in (OpenAI documents it for structured outputs), and the caller
+    // gets the arguments in the order the provider wrote them.
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let arguments = answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert!(
+        arguments.find("zone").unwrap() < arguments.find("city").unwrap(),
+        "{arguments}"
+    );
     let call = &s.primary.calls()[0];
+    let properties = call.body["tools"][0]["input_schema"]["properties"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        properties.keys().collect::<Vec<_>>(),
+        ["zone", "city"],
+        "{}",
+        call.body
+    );
     assert_eq!(
         call.headers.get("x-api-key").map(String::as_str),
         Some(KEY_A)
@@ -185,7 +205,7 @@ async fn upstreams_see_keys_system_prompt_tools_and_max_tokens_in_their_own_shap
     assert_eq!(call.body["tools"][0]["name"], "get_weather");
     assert_eq!(
         call.body["tools"][0]["input_schema"]["required"],
-        json!(["city"])
+        json!(["zone", "city"])
     );
 
     // An Anthropic caller without... max_tokens is required by Anthropic's own API, so

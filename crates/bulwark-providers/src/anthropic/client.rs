@@ -148,7 +148,11 @@ fn build_request<'a>(
                 turn.content
                     .iter()
                     .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
-                    && !turn.content.first().is_some_and(ContentBlock::is_thinking)
+                    && !turn
+                        .content
+                        .iter()
+                        .find(|b| !b.is_unsigned_thinking())
+                        .is_some_and(ContentBlock::is_signed_thinking)
             })
     };
     let reasoning = !(req.thinking_on() && unsigned_turn());
@@ -420,7 +424,7 @@ fn encode_block<'a>(
             text,
             cache_control,
         }),
-        ContentBlock::Image { source } => Some(ContentBlockParam::Image {
+        ContentBlock::Image { source, .. } => Some(ContentBlockParam::Image {
             source: image_source(source),
             cache_control,
         }),
@@ -430,6 +434,9 @@ fn encode_block<'a>(
             input,
             cache_control,
         }),
+        // Reasoning without a signature is another provider's (an OpenAI-compatible
+        // server's), which Anthropic refuses: it is left out, as for other providers.
+        block if block.is_unsigned_thinking() => None,
         // Anthropic checks the signature; a caller sends back what it was given.
         ContentBlock::Thinking {
             thinking,
@@ -454,7 +461,7 @@ fn encode_block<'a>(
                         text,
                         cache_control: cache(Some(k)),
                     }),
-                    ContentBlock::Image { source } => inner.push(ContentBlockParam::Image {
+                    ContentBlock::Image { source, .. } => inner.push(ContentBlockParam::Image {
                         source: image_source(source),
                         cache_control: cache(Some(k)),
                     }),
@@ -671,6 +678,23 @@ mod tests {
         let body = encode(&req);
         assert!(body.get("thinking").is_none(), "{body}");
         assert!(body.get("context_management").is_none(), "{body}");
+        // Reasoning an OpenAI-compatible server streamed carries no signature, which
+        // Anthropic refuses: the block is left out, and the turn is still one without
+        // reasoning.
+        req.messages[1].content.insert(
+            0,
+            ContentBlock::Thinking {
+                thinking: "vLLM's reasoning".into(),
+                signature: String::new(),
+            },
+        );
+        let body = encode(&req);
+        assert!(body.get("thinking").is_none(), "{body}");
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}])
+        );
+        req.messages[1].content.remove(0);
         // Edits that do not need reasoning stay.
         req.context_management = Some(json!({"edits": [
             {"type": "clear_thinking_20251015", "keep": "all"},
@@ -749,11 +773,13 @@ mod tests {
                                 media_type: "image/png".into(),
                                 data: "iVBOR".into(),
                             },
+                            detail: None,
                         },
                         ContentBlock::Image {
                             source: ImageSource::Url {
                                 url: "https://example.com/a.jpg".into(),
                             },
+                            detail: None,
                         },
                     ],
                 },

@@ -566,7 +566,10 @@ fn decode_image_block(obj: &Object, path: &str) -> Result<ContentBlock, GatewayE
             ));
         }
     };
-    Ok(ContentBlock::Image { source })
+    Ok(ContentBlock::Image {
+        source,
+        detail: None,
+    })
 }
 
 fn decode_system(val: &Value) -> Result<Vec<String>, GatewayError> {
@@ -769,12 +772,14 @@ mod tests {
                                 source: ImageSource::Base64 {
                                     media_type: "image/png".into(),
                                     data: "iVBOR".into()
-                                }
+                                },
+                                detail: None,
                             },
                             ContentBlock::Image {
                                 source: ImageSource::Url {
                                     url: "https://x/y.png".into()
-                                }
+                                },
+                                detail: None,
                             },
                         ],
                     },

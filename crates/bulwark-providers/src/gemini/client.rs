@@ -231,7 +231,7 @@ fn encode_block<'a>(
                 parts.push(Part::text(text.as_str()));
             }
         }
-        ContentBlock::Image { source } => parts.push(image_part(source)?),
+        ContentBlock::Image { source, .. } => parts.push(image_part(source)?),
         // Anthropic's reasoning, signed for Anthropic: Gemini cannot take it back.
         ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
         ContentBlock::ToolUse { id, name, input } => {

@@ -52,6 +52,7 @@ fn full_request() -> ChatRequest {
                             media_type: "image/png".into(),
                             data: "iVBORw0KGgo=".into(),
                         },
+                        detail: None,
                     },
                 ],
             },
@@ -239,6 +240,7 @@ fn refuses_what_gemini_cannot_express() {
         source: ImageSource::Url {
             url: "https://example.com/a.png".into(),
         },
+        detail: None,
     };
     let err = a.encode_request(&req, "m", false).unwrap_err();
     assert_eq!(err.class, ErrorClass::Unsupported);

@@ -187,6 +187,7 @@ fn decode_part(
                 media_type: blob.mime_type.into_owned(),
                 data: blob.data.into_owned(),
             },
+            detail: None,
         });
     }
     if let Some(file) = part.file_data {
@@ -204,6 +205,7 @@ fn decode_part(
             source: ImageSource::Url {
                 url: file.file_uri.into_owned(),
             },
+            detail: None,
         });
     }
     if let Some(call) = part.function_call {

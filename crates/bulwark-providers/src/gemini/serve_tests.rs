@@ -58,7 +58,8 @@ fn decodes_what_the_python_sdk_sends() {
                         source: ImageSource::Base64 {
                             media_type: "image/png".into(),
                             data: "iVBORw==".into()
-                        }
+                        },
+                        detail: None,
                     },
                 ],
             },

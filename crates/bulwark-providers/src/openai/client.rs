@@ -501,9 +501,10 @@ fn encode_user_message<'a>(
         match block {
             ContentBlock::Text { text } => parts.push(ContentPart::Text { text }),
             ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => {}
-            ContentBlock::Image { source } => parts.push(ContentPart::ImageUrl {
+            ContentBlock::Image { source, detail } => parts.push(ContentPart::ImageUrl {
                 image_url: ImageUrl {
                     url: image_url(source),
+                    detail: detail.as_deref(),
                 },
             }),
             ContentBlock::ToolResult {
@@ -631,10 +632,26 @@ fn content_text(content: &Value) -> Result<String, UpstreamError> {
     }
 }
 
+/// The finish reason OpenRouter (and servers modelled on it) give an answer that the
+/// model failed partway through: what came before it is not a whole answer.
+pub(crate) const ERROR_FINISH: &str = "error";
+
+/// An answer that ended with finish reason `error`: a failed attempt, retried and
+/// failed over like a cut stream, never a finished answer.
+pub(crate) fn ended_in_error() -> UpstreamError {
+    UpstreamError::new(
+        ErrorClass::Transient,
+        "upstream ended the answer with finish_reason \"error\": the model failed partway",
+    )
+}
+
 fn completion_to_response(completion: ChatCompletion) -> Result<ChatResponse, UpstreamError> {
     let Some(choice) = completion.choices.into_iter().next() else {
         return Err(UpstreamError::protocol("upstream response has no choices"));
     };
+    if choice.finish_reason.as_deref() == Some(ERROR_FINISH) {
+        return Err(ended_in_error());
+    }
     let message = choice.message;
     let mut content = Vec::new();
     let mut stop = stop_reason(choice.finish_reason.as_deref());

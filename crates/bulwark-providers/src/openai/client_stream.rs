@@ -12,7 +12,9 @@ use bulwark_core::{StopReason, StreamEvent, UpstreamError, Usage};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::client::{ErrorInfo, classify, stop_reason, usage_from_wire};
+use super::client::{
+    ERROR_FINISH, ErrorInfo, classify, ended_in_error, stop_reason, usage_from_wire,
+};
 use super::wire::{ChunkIn, ToolCallDelta};
 use crate::StreamDecoder;
 
@@ -126,6 +128,18 @@ impl StreamDecoder for Decoder {
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
             self.answered = true;
             let delta = &choice.delta;
+            // Reasoning first: a chunk holding both (some servers' turn from reasoning
+            // to answer) reasoned before it answered. A server that writes both names
+            // for it writes the same text twice: `reasoning` is taken.
+            let reasoning = delta
+                .reasoning
+                .as_deref()
+                .or(delta.reasoning_content.as_deref());
+            if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::ThinkingDelta {
+                    text: text.to_string(),
+                });
+            }
             if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
                 out.push(StreamEvent::TextDelta {
                     text: text.to_string(),
@@ -141,6 +155,9 @@ impl StreamDecoder for Decoder {
                 self.tool_call_fragment(call, out)?;
             }
             if let Some(reason) = &choice.finish_reason {
+                if reason == ERROR_FINISH {
+                    return Err(ended_in_error());
+                }
                 self.finish_reason = Some(reason.to_string());
             }
         }
@@ -336,6 +353,8 @@ fn is_plain_text(chunk: &ChunkIn<'_>) -> bool {
                 && choice.finish_reason.is_none()
                 && choice.delta.refusal.is_none()
                 && choice.delta.tool_calls.is_none()
+                && choice.delta.reasoning.is_none()
+                && choice.delta.reasoning_content.is_none()
                 && choice
                     .delta
                     .content

@@ -575,3 +575,66 @@ fn calls_sent_at_one_index_with_their_own_ids_stay_apart() {
         ]
     );
 }
+
+#[test]
+fn an_answer_that_finished_in_error_is_a_failed_attempt() {
+    // OpenRouter ends an answer the model failed partway through with finish reason
+    // `error`, sometimes with no top-level error object: the text before it is not a
+    // whole answer, whatever the terminator after it says.
+    let (events, end) = feed_all(&[
+        r#"{"id":"gen-1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Half an"},"finish_reason":null}]}"#,
+        r#"{"id":"gen-1","model":"m","choices":[{"index":0,"delta":{"content":""},"finish_reason":"error","error":{"code":502,"message":"Provider disconnected"}}]}"#,
+        "[DONE]",
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert!(err.message.contains("finish_reason \"error\""), "{err:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Finish { .. }))
+    );
+    // The same in a whole (non-streamed) answer.
+    let err = OpenAiAdapter::new(true)
+        .decode_response(
+            br#"{"id":"gen-2","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Half an"},"finish_reason":"error"}]}"#,
+        )
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+}
+
+#[test]
+fn reasoning_from_compatible_servers_is_the_models_thinking() {
+    // vLLM 0.11 on, OpenRouter and Ollama write `reasoning`; DeepSeek and older vLLM
+    // `reasoning_content`; a server writing both names writes the text once.
+    let (events, end) = feed_all(&[
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning":"Let me "},"finish_reason":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning_content":"think."},"finish_reason":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"reasoning":"Both.","reasoning_content":"Both."},"finish_reason":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Four."},"finish_reason":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"Done."},"finish_reason":null}]}"#,
+        r#"{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        "[DONE]",
+    ]);
+    end.unwrap();
+    assert_eq!(
+        events[1..6],
+        [
+            StreamEvent::ThinkingDelta {
+                text: "Let me ".into()
+            },
+            StreamEvent::ThinkingDelta {
+                text: "think.".into()
+            },
+            StreamEvent::ThinkingDelta {
+                text: "Both.".into()
+            },
+            StreamEvent::TextDelta {
+                text: "Four.".into()
+            },
+            StreamEvent::TextDelta {
+                text: "Done.".into()
+            },
+        ]
+    );
+}

@@ -42,12 +42,14 @@ fn full_request() -> ChatRequest {
                         source: ImageSource::Url {
                             url: "https://example.com/a.png".into(),
                         },
+                        detail: None,
                     },
                     ContentBlock::Image {
                         source: ImageSource::Base64 {
                             media_type: "image/jpeg".into(),
                             data: "QUJD".into(),
                         },
+                        detail: None,
                     },
                 ],
             },
@@ -249,6 +251,7 @@ fn images_in_tool_results_are_unsupported() {
                 source: ImageSource::Url {
                     url: "https://example.com/a.png".into(),
                 },
+                detail: None,
             }],
             is_error: false,
         }],

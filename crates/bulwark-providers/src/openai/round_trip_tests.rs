@@ -28,11 +28,13 @@ fn canonical_request(stream: bool) -> ChatRequest {
                             media_type: "image/webp".into(),
                             data: "UklG".into(),
                         },
+                        detail: None,
                     },
                     ContentBlock::Image {
                         source: ImageSource::Url {
                             url: "https://example.com/x.jpg".into(),
                         },
+                        detail: Some("low".into()),
                     },
                 ],
             },

@@ -145,6 +145,8 @@ pub struct StreamEncoder {
     /// Anthropic upstream reasons first (which an OpenAI caller is not shown), the
     /// role waits for the first text or call after the reasoning.
     role_pending: bool,
+    /// Reasoning goes out as `delta.reasoning` (see [`StreamEncoder::with_reasoning`]).
+    reasoning: bool,
 }
 
 impl StreamEncoder {
@@ -167,7 +169,17 @@ impl StreamEncoder {
             ended: false,
             text_head: None,
             role_pending: false,
+            reasoning: false,
         }
+    }
+
+    /// An encoder that writes the model's reasoning as `delta.reasoning`, as vLLM,
+    /// OpenRouter and Ollama stream it (the mock plays such a server with it). Bulwark's
+    /// own OpenAI-format callers are sent no reasoning: OpenAI's format has no field
+    /// for it.
+    pub fn with_reasoning(mut self) -> Self {
+        self.reasoning = true;
+        self
     }
 
     pub fn encode(&mut self, event: &StreamEvent, out: &mut Vec<SseFrame>) {
@@ -177,6 +189,14 @@ impl StreamEncoder {
         match event {
             // OpenAI reports usage only in the last chunk; its chunks have no field for
             // Anthropic's reasoning.
+            StreamEvent::ThinkingDelta { text } if self.reasoning && !text.is_empty() => {
+                let delta = Delta {
+                    role: self.take_role(),
+                    reasoning: Some(text.clone()),
+                    ..Delta::default()
+                };
+                out.push(self.choice_chunk(delta, None));
+            }
             StreamEvent::PromptUsage { .. }
             | StreamEvent::ThinkingDelta { .. }
             | StreamEvent::ThinkingSignature { .. }

@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 
 pub(super) type Result<T> = std::result::Result<T, GatewayError>;
 
+/// Up to this many keys, a lookup compares keys instead of hashing (see [`Obj::get`]).
+const LINEAR_LOOKUP: usize = 16;
+
 pub(super) struct Obj<'a> {
     pub(super) map: &'a Map<String, Value>,
     /// The object's own path (`""` at top level).
@@ -42,7 +45,15 @@ impl<'a> Obj<'a> {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+        // A request's objects hold a handful of keys, and the decoder asks each for
+        // dozens it may not have: comparing the few keys there are costs less than
+        // hashing the one asked for (the map keeps its keys in order, hashed).
+        let found = if self.map.len() <= LINEAR_LOOKUP {
+            self.map.iter().find_map(|(k, v)| (k == key).then_some(v))
+        } else {
+            self.map.get(key)
+        };
+        found.filter(|v| !v.is_null())
     }
 
     pub(super) fn str(&self, key: &str) -> Result<Option<&'a str>> {

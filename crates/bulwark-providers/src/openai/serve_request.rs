@@ -352,9 +352,9 @@ fn user_content(msg: &Obj<'_>) -> Result<Vec<ContentBlock>> {
                     return Err(missing(&part.child("image_url")));
                 };
                 image.check_keys(&["url", "detail"])?;
-                image.str("detail")?;
+                let detail = image.str("detail")?.map(str::to_string);
                 let source = image_source(image.req_str("url")?, &image.child("url"))?;
-                blocks.push(ContentBlock::Image { source });
+                blocks.push(ContentBlock::Image { source, detail });
             }
             kind @ ("input_audio" | "file") => {
                 return Err(unsupported_value(

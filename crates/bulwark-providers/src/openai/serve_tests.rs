@@ -463,13 +463,15 @@ fn decodes_a_full_sdk_request() {
                     ContentBlock::Image {
                         source: ImageSource::Url {
                             url: "https://example.com/a.png".into()
-                        }
+                        },
+                        detail: Some("high".into()),
                     },
                     ContentBlock::Image {
                         source: ImageSource::Base64 {
                             media_type: "image/png".into(),
                             data: "iVBO".into()
-                        }
+                        },
+                        detail: None,
                     },
                 ]
             },

@@ -107,6 +107,8 @@ pub enum ContentPart<'a> {
 pub struct ImageUrl<'a> {
     /// An `https:` URL or a `data:{media_type};base64,{data}` URL.
     pub url: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
 }
 
 /// A tool call in an assistant message (request side) or a response message.
@@ -327,6 +329,10 @@ pub struct Delta {
     pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The model's reasoning, as vLLM, OpenRouter and Ollama stream it (OpenAI's own
+    /// API streams none); written only by an encoder made `with_reasoning`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
 }
 
 /// A `chat.completion.chunk` as Bulwark's stream decoder reads it: only the fields it
@@ -366,6 +372,12 @@ pub struct DeltaIn<'a> {
     pub refusal: Option<Cow<'a, str>>,
     #[serde(default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The model's reasoning from an OpenAI-compatible server: `reasoning` (vLLM 0.11
+    /// on, OpenRouter, Ollama) or `reasoning_content` (DeepSeek, older vLLM).
+    #[serde(default, borrow)]
+    pub reasoning: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning_content: Option<Cow<'a, str>>,
 }
 
 /// A fragment of a streamed tool call. `id`, `type` and `function.name` come only

@@ -623,3 +623,49 @@ async fn the_caller_sees_the_fallbacks_model_and_usage() {
     assert_eq!(json["usage"]["input_tokens"], usage["prompt_tokens"]);
     assert_eq!(json["usage"]["output_tokens"], usage["completion_tokens"]);
 }
+
+/// A reasoning model behind an OpenAI-compatible server (vLLM, OpenRouter, Ollama)
+/// streams its thinking as `delta.reasoning` before the answer. That is the model at
+/// work: it counts as the first token, so thinking longer than `first_token` is no
+/// stall and fails nothing over, and an OpenAI-format caller (whose format has no
+/// place for reasoning) gets the answer alone.
+#[tokio::test]
+async fn reasoning_streamed_by_an_openai_compatible_server_is_the_first_token() {
+    let g = Gw::start(&route(
+        "think",
+        &[S, T],
+        &["timeouts: {connect: 1s, first_token: 400ms, idle: 1s, total: 10s}"],
+    ))
+    .await;
+    // Two reasoning chunks, then two answer tokens, 300 ms apart: the first answer
+    // token comes 900 ms in, well past the first-token timeout.
+    g.secondary.set_behavior(bulwark_mock::Behavior {
+        token_delay_ms: 300,
+        reply_tokens: Some(2),
+        ..g.secondary.behavior()
+    });
+    for stream in [true, false] {
+        let mut body = openai_body("think", stream);
+        body["reasoning_effort"] = json!("high");
+        let r = g.openai(&body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulwark-provider"), "secondary", "{}", r.body);
+        assert!(!r.body.contains("Thinking about"), "{}", r.body);
+        let text = if stream {
+            let s = openai_stream(&r.body);
+            assert!(s.done && s.error.is_none() && s.well_formed, "{}", r.body);
+            s.text
+        } else {
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(text, "tok1 tok2");
+    }
+    // The upstream did stream reasoning: the mock was asked to reason.
+    let calls = caller_calls(&g.secondary);
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| c.body["reasoning_effort"] == "high"));
+    assert!(caller_calls(&g.tertiary).is_empty());
+}
