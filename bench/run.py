@@ -218,33 +218,26 @@ def floor_cases(run, mock_url, cpu, topology, logs, procs, data_dir):
     """The concurrency-1 cases through the bare pass-through proxy, then through nginx,
     each alone on `cpu`: what one more hop costs in this topology whatever runs in it
     (README, "The floor")."""
-    port = free_port()
-    pt = start([str(PASSTHROUGH), "--listen", f"127.0.0.1:{port}", "--upstream", mock_url], cpu, log=logs)
-    procs.append(pt)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_mock/health")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        run.case("json", "pass-through", pt, url, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
-        run.case("stream", "pass-through", pt, url, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
-    except RuntimeError as err:
-        print(f"pass-through ({topology}): {err}", flush=True)
-    finally:
-        stop(pt)
-    if not NGINX:
+    proxies = [("pass-through", lambda port: start(
+        [str(PASSTHROUGH), "--listen", f"127.0.0.1:{port}", "--upstream", mock_url], cpu, log=logs))]
+    if NGINX:
+        proxies.append(("nginx", lambda port: start_nginx(
+            mock_url, port, cpu, data_dir / f"nginx-{topology}", logs)))
+    else:
         print(f"nginx ({topology}): not installed (bench/run.sh installs it); skipped", flush=True)
-        return
-    port = free_port()
-    ng = start_nginx(mock_url, port, cpu, data_dir / f"nginx-{topology}", logs)
-    procs.append(ng)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_mock/health")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        run.case("json", "nginx", ng, url, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
-        run.case("stream", "nginx", ng, url, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
-    except RuntimeError as err:
-        print(f"nginx ({topology}): {err}", flush=True)
-    finally:
-        stop(ng)
+    for name, launch in proxies:
+        port = free_port()
+        proc = launch(port)
+        procs.append(proc)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/_mock/health")
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            run.case("json", name, proc, url, dict(BODY_JSON, model="gpt-bench"), 1, topology=topology)
+            run.case("stream", name, proc, url, dict(BODY_STREAM, model="gpt-bench"), 1, topology=topology)
+        except RuntimeError as err:
+            print(f"{name} ({topology}): {err}", flush=True)
+        finally:
+            stop(proc)
 
 
 def start_nginx(mock_url, port, cpu, prefix, logs):
