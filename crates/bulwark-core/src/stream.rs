@@ -306,9 +306,12 @@ impl crate::ChatResponse {
                     events.push(StreamEvent::ThinkingDelta {
                         text: thinking.clone(),
                     });
-                    events.push(StreamEvent::ThinkingSignature {
-                        signature: signature.clone(),
-                    });
+                    // Reasoning from a provider that does not sign it has no signature.
+                    if !signature.is_empty() {
+                        events.push(StreamEvent::ThinkingSignature {
+                            signature: signature.clone(),
+                        });
+                    }
                 }
                 crate::ContentBlock::RedactedThinking { data } => {
                     events.push(StreamEvent::RedactedThinking { data: data.clone() })

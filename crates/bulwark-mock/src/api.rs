@@ -223,7 +223,7 @@ async fn handle_call(state: Arc<MockState>, conn: Option<ConnHandle>, call: Inco
         answer.block(*after_chunks);
     }
     let id = response_id(api, &state.instance, seq);
-    let response = if stream {
+    let response = if stream && !matches!(fault, Some(Fault::Whole)) {
         let mut encoder = match api {
             Api::OpenAi => Encoder::OpenAi(
                 openai::serve::StreamEncoder::new(id.clone(), unix_now(), request.include_usage)

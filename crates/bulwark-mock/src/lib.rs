@@ -89,7 +89,7 @@
 //!
 //! | `kind` | fields | what the client sees |
 //! |---|---|---|
-//! | `status` | `status`, `message`?, `code`?, `retry_after`?, `headers`? | that status with the provider's error body; `retry_after` → `Retry-After` (as given); `headers` added as given |
+//! | `status` | `status`, `message`?, `code`?, `retry_after`?, `headers`? | that status with the provider's error body (a 2xx too: an error reported in-band, as OpenRouter does once a request is under way); `retry_after` → `Retry-After` (as given); `headers` added as given |
 //! | `reset` | | the TCP connection closes with an RST and no HTTP response |
 //! | `hang` | | the request is read and never answered, until the client goes away |
 //! | `slow_first_token` | `delay_ms` | stream: headers at once, first content chunk after `delay_ms`; JSON: the answer after `delay_ms` |
@@ -97,6 +97,7 @@
 //! | `stall` | `after_chunks`, `stall_ms` | stream: that many chunks, a pause, then the rest |
 //! | `malformed` | `after_chunks` | stream: one `data: {not json` frame after that many chunks, then the rest (Anthropic's is `event: content_block_delta`) |
 //! | `no_terminator` | | stream: the whole answer with finish reason and usage, minus `[DONE]` (OpenAI) / `message_stop` (Anthropic), then a clean close; Gemini has no terminator, so it is a normal stream |
+//! | `whole` | | stream: the whole answer as one JSON document (`application/json`, status 200), as a server that ignores `stream: true` sends it |
 //! | `error_event` | `after_chunks`, `status`?, `message`?, `code`? | stream: that many chunks, then the provider's in-band error (OpenAI and Gemini `data: {"error": …}`, Anthropic `event: error`), then the stream ends. Default status: Anthropic 529 (`overloaded_error`), OpenAI 500, Gemini 503 |
 //!
 //! Chunks are content chunks (one per word; a tool call is 3); the frames that

@@ -89,6 +89,9 @@ pub enum Fault {
         #[serde(default)]
         after_chunks: u32,
     },
+    /// Streams only: the whole answer as one JSON document (`application/json`), as
+    /// a server that ignores `stream: true` sends it.
+    Whole,
     /// Streams only: after `after_chunks` chunks, the provider's in-band error
     /// event, then the stream ends.
     ErrorEvent {
@@ -114,6 +117,7 @@ impl Fault {
             Fault::Stall { .. } => "stall",
             Fault::Malformed { .. } => "malformed",
             Fault::NoTerminator => "no_terminator",
+            Fault::Whole => "whole",
             Fault::ErrorEvent { .. } => "error_event",
             Fault::Blocked { .. } => "blocked",
         }
@@ -128,6 +132,7 @@ impl Fault {
                 | Fault::Stall { .. }
                 | Fault::Malformed { .. }
                 | Fault::NoTerminator
+                | Fault::Whole
                 | Fault::ErrorEvent { .. }
         )
     }

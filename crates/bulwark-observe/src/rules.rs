@@ -159,7 +159,9 @@ pub struct AlertEvent {
 
 #[derive(Debug)]
 enum State {
-    Pending { since: Instant },
+    Pending {
+        since: Instant,
+    },
     /// Boxed: an incident (its details a JSON map) is far larger than `Pending`.
     Firing(Box<Incident>),
 }

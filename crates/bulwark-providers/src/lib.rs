@@ -396,6 +396,9 @@ impl Provider {
         model: &str,
     ) -> Result<EventStream, UpstreamError> {
         let response = self.send(req, model, true).await?;
+        if is_json(response.headers()) {
+            return self.whole_answer(response, req).await;
+        }
         let sse = sse_stream::SseByteStream::new(bounded_events(response.bytes_stream()));
         let decoder = self.adapter.stream_decoder();
         // An in-band error event is the provider's text too: scrub it like a status error.
@@ -406,6 +409,50 @@ impl Provider {
         }
         Ok(Box::pin(events))
     }
+}
+
+impl Provider {
+    /// A 2xx JSON document where a stream was asked for: a server that ignores
+    /// `stream: true` sends its whole answer, and a relay that reports errors in-band
+    /// (OpenRouter, some OpenAI-compatible proxies) sends an error with status 200.
+    /// The answer is replayed as the events that would have streamed it; anything else
+    /// is mapped as the error it is, so that its class (context window, quota, rate
+    /// limit…) decides what happens next, as for a non-2xx status.
+    async fn whole_answer(
+        &self,
+        response: reqwest::Response,
+        req: &ChatRequest,
+    ) -> Result<EventStream, UpstreamError> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = read_capped(response, MAX_SSE_EVENT_BYTES).await?;
+        match self.adapter.decode_response(&body) {
+            Ok(mut answer) => {
+                if self.keeps_one_call(req) {
+                    keep_first_call(&mut answer);
+                }
+                let events = answer.to_events().into_iter().map(Ok);
+                Ok(Box::pin(futures::stream::iter(events)))
+            }
+            Err(_) => Err(scrub(
+                &self.secrets,
+                self.adapter.map_error(status, &headers, &body),
+            )),
+        }
+    }
+}
+
+/// A response whose body is one JSON document (`application/json`, `…+json`), not
+/// server-sent events.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
 }
 
 /// The answer with its first tool call and none after it.

@@ -83,6 +83,9 @@ fn classify(status: u16, error: Option<&ErrorStatus>) -> UpstreamError {
         // A redirect (never followed: it would resend the prompt elsewhere) says
         // nothing of the caller's request: something in front of Gemini is amiss.
         (408, _) | (500..=599, _) | (300..=399, _) => ErrorClass::Transient,
+        // A 2xx whose body is no answer, where a stream was asked for: Gemini's answer
+        // is malformed, whatever the body says of the request.
+        (200..=299, _) => ErrorClass::Protocol,
         _ => ErrorClass::InvalidRequest,
     };
 

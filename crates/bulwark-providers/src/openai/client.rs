@@ -3,6 +3,7 @@
 //! neutral, and the classification of upstream errors. The stream decoder lives in
 //! `client_stream.rs`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bulwark_core::{
@@ -24,11 +25,18 @@ use crate::{Adapter, StreamDecoder};
 /// The adapter for `openai` (`compatible = false`) and `openai-compatible` providers.
 pub struct OpenAiAdapter {
     compatible: bool,
+    /// Streams ask for usage (`stream_options`) until the server refuses the field:
+    /// some OpenAI-compatible servers (older Azure API versions, strict validators)
+    /// answer 400 to a field Bulwark added, not the caller. Then it is left out.
+    stream_options: AtomicBool,
 }
 
 impl OpenAiAdapter {
     pub fn new(compatible: bool) -> Self {
-        OpenAiAdapter { compatible }
+        OpenAiAdapter {
+            compatible,
+            stream_options: AtomicBool::new(true),
+        }
     }
 
     /// The provider kind as the caller's config names it (used in `Unsupported` errors).
@@ -70,7 +78,11 @@ impl Adapter for OpenAiAdapter {
         model: &str,
         stream: bool,
     ) -> Result<Vec<u8>, UpstreamError> {
-        let body = build_request(req, model, stream, self.compatible, self.kind())?;
+        let usage = stream && self.stream_options.load(Ordering::Relaxed);
+        let mut body = build_request(req, model, stream, self.compatible, self.kind())?;
+        if !usage {
+            body.stream_options = None;
+        }
         serde_json::to_vec(&body)
             .map_err(|e| UpstreamError::protocol(format!("could not encode request: {e}")))
     }
@@ -103,12 +115,32 @@ impl Adapter for OpenAiAdapter {
     /// or vLLM's top-level `message`); `code` is `error.code`, else `error.type`.
     fn map_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> UpstreamError {
         let detail = ErrorInfo::parse(body);
-        let class = classify(Some(status), &detail);
-        let message = detail
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("upstream answered HTTP {status}"));
-        let mut err = UpstreamError::new(class, message).with_status(status);
+        if refuses_stream_options(status, &detail) {
+            // Bulwark's field, not the caller's: the next call goes without it.
+            self.stream_options.store(false, Ordering::Relaxed);
+            return UpstreamError::new(
+                ErrorClass::Transient,
+                "upstream refused stream_options (which Bulwark adds to read the usage); \
+                 its streams are asked for without it from now on",
+            )
+            .with_status(status);
+        }
+        // A 2xx with an error body: a relay that reports errors in-band once a request
+        // is under way (OpenRouter), its numeric `code` standing for the status.
+        let status = if (200..300).contains(&status) {
+            detail.numeric_code
+        } else {
+            Some(status)
+        };
+        let class = classify(status, &detail);
+        let message = detail.message.clone().unwrap_or_else(|| match status {
+            Some(status) => format!("upstream answered HTTP {status}"),
+            None => "upstream answered 2xx with neither an answer nor an error message".into(),
+        });
+        let mut err = UpstreamError::new(class, message);
+        if let Some(status) = status {
+            err = err.with_status(status);
+        }
         if let Some(code) = detail.code.clone().or_else(|| detail.kind.clone()) {
             err = err.with_code(code);
         }
@@ -632,17 +664,43 @@ fn content_text(content: &Value) -> Result<String, UpstreamError> {
     }
 }
 
+/// A 400 (or a validator's 422) naming `stream_options` as a field the server does
+/// not take.
+fn refuses_stream_options(status: u16, info: &ErrorInfo) -> bool {
+    matches!(status, 400 | 422)
+        && (info.param.as_deref() == Some("stream_options")
+            || info
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("stream_options")))
+}
+
 /// The finish reason OpenRouter (and servers modelled on it) give an answer that the
 /// model failed partway through: what came before it is not a whole answer.
 pub(crate) const ERROR_FINISH: &str = "error";
 
 /// An answer that ended with finish reason `error`: a failed attempt, retried and
-/// failed over like a cut stream, never a finished answer.
-pub(crate) fn ended_in_error() -> UpstreamError {
-    UpstreamError::new(
-        ErrorClass::Transient,
-        "upstream ended the answer with finish_reason \"error\": the model failed partway",
-    )
+/// failed over like a cut stream, never a finished answer. `detail` is the choice's
+/// own `error` object when the server sent one (OpenRouter: `code`, `message`).
+pub(crate) fn ended_in_error(detail: Option<&Value>) -> UpstreamError {
+    let info = detail.map(ErrorInfo::from_value).unwrap_or_default();
+    let class = match classify(None, &info) {
+        // Without a status, only an error that says it is the request's is one.
+        ErrorClass::InvalidRequest if info.numeric_code.is_none() => ErrorClass::Transient,
+        class => class,
+    };
+    let mut message =
+        "upstream ended the answer with finish_reason \"error\": the model failed partway"
+            .to_string();
+    if let Some(text) = &info.message {
+        message.push_str(": ");
+        message.push_str(text);
+    }
+    let mut err = UpstreamError::new(class, message);
+    if let Some(status) = info.numeric_code {
+        err = err.with_status(status);
+    }
+    err
 }
 
 fn completion_to_response(completion: ChatCompletion) -> Result<ChatResponse, UpstreamError> {
@@ -650,11 +708,22 @@ fn completion_to_response(completion: ChatCompletion) -> Result<ChatResponse, Up
         return Err(UpstreamError::protocol("upstream response has no choices"));
     };
     if choice.finish_reason.as_deref() == Some(ERROR_FINISH) {
-        return Err(ended_in_error());
+        return Err(ended_in_error(None));
     }
     let message = choice.message;
     let mut content = Vec::new();
     let mut stop = stop_reason(choice.finish_reason.as_deref());
+    // Reasoning first, unsigned (see `ContentBlock::is_signed_thinking`).
+    if let Some(thinking) = message
+        .reasoning
+        .or(message.reasoning_content)
+        .filter(|t| !t.is_empty())
+    {
+        content.push(ContentBlock::Thinking {
+            thinking,
+            signature: String::new(),
+        });
+    }
     let text = match &message.content {
         Some(value) => content_text(value)?,
         None => String::new(),

@@ -103,7 +103,7 @@ impl StreamDecoder for Decoder {
         };
         let plain_text = typed && self.text_frame.is_none() && is_plain_text(&chunk);
         let carries_nothing = chunk.choices.is_empty() && chunk.usage.is_none();
-        if !self.started && chunk.id.is_empty() && carries_nothing {
+        if !self.started && chunk.id.as_deref().unwrap_or("").is_empty() && carries_nothing {
             // A prelude without id or content (Azure's prompt-filter chunk): Start waits
             // for a chunk that says which answer this is.
             return Ok(());
@@ -111,8 +111,8 @@ impl StreamDecoder for Decoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: chunk.id.into_owned(),
-                model: chunk.model.into_owned(),
+                id: chunk.id.unwrap_or_default().into_owned(),
+                model: chunk.model.unwrap_or_default().into_owned(),
             });
         }
         if let Some(usage) = &chunk.usage {
@@ -156,7 +156,7 @@ impl StreamDecoder for Decoder {
             }
             if let Some(reason) = &choice.finish_reason {
                 if reason == ERROR_FINISH {
-                    return Err(ended_in_error());
+                    return Err(ended_in_error(choice.error.as_ref()));
                 }
                 self.finish_reason = Some(reason.to_string());
             }

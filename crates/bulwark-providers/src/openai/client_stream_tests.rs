@@ -638,3 +638,15 @@ fn reasoning_from_compatible_servers_is_the_models_thinking() {
         ]
     );
 }
+
+#[test]
+fn a_failed_answers_own_error_is_in_the_message_and_null_ids_are_absent_ones() {
+    let (_, end) = feed_all(&[
+        r#"{"id":null,"model":null,"choices":[{"index":0,"delta":{"content":"Half"},"finish_reason":null}]}"#,
+        r#"{"id":null,"model":null,"choices":[{"index":0,"delta":{},"finish_reason":"error","error":{"code":502,"message":"model crashed"}}]}"#,
+    ]);
+    let err = end.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert!(err.message.ends_with(": model crashed"), "{err:?}");
+    assert_eq!(err.status, Some(502));
+}

@@ -687,3 +687,49 @@ fn parses_go_durations() {
     assert_eq!(parse_go_duration("5x"), None);
     assert_eq!(parse_go_duration("-1s"), None);
 }
+
+#[test]
+fn a_server_that_refuses_stream_options_is_asked_without_it_from_then_on() {
+    // `stream_options` is Bulwark's field, not the caller's: the refusal is a failed
+    // attempt to retry (without the field), not the caller's 400.
+    let adapter = OpenAiAdapter::new(true);
+    let req = ChatRequest {
+        messages: vec![Message::user_text("hi")],
+        ..ChatRequest::default()
+    };
+    assert_eq!(
+        encode(&adapter, &req, true)["stream_options"],
+        json!({"include_usage": true})
+    );
+    let refusal = json!({"error": {"message": "Unrecognized request argument supplied: stream_options",
+        "type": "invalid_request_error", "param": null, "code": null}});
+    let err = adapter.map_error(400, &HeaderMap::new(), refusal.to_string().as_bytes());
+    assert_eq!(err.class, ErrorClass::Transient, "{err:?}");
+    let body = encode(&adapter, &req, true);
+    assert!(body.get("stream_options").is_none(), "{body}");
+    assert_eq!(body["stream"], true);
+    // Any other unknown field is still the caller's.
+    let other = json!({"error": {"message": "Unrecognized request argument supplied: foo",
+        "type": "invalid_request_error"}});
+    let err = adapter.map_error(400, &HeaderMap::new(), other.to_string().as_bytes());
+    assert_eq!(err.class, ErrorClass::InvalidRequest);
+}
+
+#[test]
+fn an_error_sent_with_status_200_is_classed_by_what_it_says() {
+    let adapter = OpenAiAdapter::new(true);
+    let map = |body: Value| adapter.map_error(200, &HeaderMap::new(), body.to_string().as_bytes());
+    let err = map(json!({"error": {"code": "context_length_exceeded", "message": "too long"}}));
+    assert_eq!(err.class, ErrorClass::ContextWindow);
+    // OpenRouter's numeric code stands for the status.
+    let err = map(json!({"error": {"code": 429, "message": "Rate limit exceeded"}}));
+    assert_eq!(err.class, ErrorClass::Throttled);
+    assert_eq!(err.status, Some(429));
+    let err = map(json!({"error": {"code": 400, "message": "bad field"}}));
+    assert_eq!(err.class, ErrorClass::InvalidRequest);
+    assert_eq!(err.status, Some(400));
+    // Neither an answer nor a named error: the upstream's failure, never a 200.
+    let err = map(json!({"unexpected": true}));
+    assert_eq!(err.class, ErrorClass::Transient);
+    assert_eq!(err.status, None);
+}

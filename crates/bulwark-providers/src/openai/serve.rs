@@ -66,6 +66,8 @@ pub fn encode_response(resp: &ChatResponse, id: &str, created: u64) -> Vec<u8> {
                 content: content.map(Value::String),
                 refusal,
                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                reasoning: None,
+                reasoning_content: None,
             },
             logprobs: None,
             finish_reason: Some(finish_reason(resp.stop_reason).to_string()),

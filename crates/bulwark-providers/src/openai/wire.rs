@@ -234,6 +234,12 @@ pub struct ResponseMessage {
     pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall<'static>>>,
+    /// The model's reasoning from an OpenAI-compatible server (`reasoning`, or
+    /// DeepSeek's `reasoning_content`); read, never written.
+    #[serde(default, skip_serializing)]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub reasoning_content: Option<String>,
 }
 
 fn assistant_role() -> String {
@@ -341,10 +347,11 @@ pub struct Delta {
 /// the owned shape Bulwark serves.
 #[derive(Debug, Deserialize)]
 pub struct ChunkIn<'a> {
+    /// Absent or `null` on some compatible servers' chunks.
     #[serde(default, borrow)]
-    pub id: Cow<'a, str>,
+    pub id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub model: Cow<'a, str>,
+    pub model: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub choices: Vec<ChoiceIn<'a>>,
     /// `null` on all but the last chunk when the usage was asked for.
@@ -361,6 +368,9 @@ pub struct ChoiceIn<'a> {
     pub delta: DeltaIn<'a>,
     #[serde(default, borrow)]
     pub finish_reason: Option<Cow<'a, str>>,
+    /// Why the answer failed, with finish reason `error` (OpenRouter).
+    #[serde(default)]
+    pub error: Option<Value>,
 }
 
 /// The delta of a [`ChoiceIn`].

@@ -669,3 +669,41 @@ async fn reasoning_streamed_by_an_openai_compatible_server_is_the_first_token() 
     assert!(calls.iter().all(|c| c.body["reasoning_effort"] == "high"));
     assert!(caller_calls(&g.tertiary).is_empty());
 }
+
+/// Where a stream was asked for, a server may answer 200 with one JSON document: the
+/// whole answer (it ignores `stream: true`), or an error reported in-band (OpenRouter
+/// once a request is under way, some relays always). The answer is streamed on to the
+/// caller; the error is classed by what it says, as it would be with its own status.
+#[tokio::test]
+async fn a_whole_json_answer_or_error_where_a_stream_was_asked_for_is_read_as_such() {
+    let g = Gw::start(&route("json200", &[S, T], &scaled())).await;
+    g.secondary
+        .push_fault(fault(json!({"fault": {"kind": "whole"}, "times": 2})));
+    for stream in [true, false] {
+        let r = g.openai(&openai_body("json200", stream)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-bulwark-provider"), "secondary", "{}", r.body);
+        assert_eq!(r.header("x-bulwark-attempts"), "1");
+        let text = if stream {
+            let s = openai_stream(&r.body);
+            assert!(s.done && s.error.is_none() && s.well_formed, "{}", r.body);
+            s.text
+        } else {
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(text, "Hello from secondary. You said: hello there");
+    }
+    // An over-long prompt reported with status 200: the caller's clean 400, one
+    // attempt, no failover, and the breaker not fed a protocol failure.
+    g.secondary.push_fault(fault(json!({"fault": {
+        "kind": "status", "status": 200, "code": "context_length_exceeded",
+        "message": "This model's maximum context length is 8192 tokens."}, "times": 1})));
+    let r = g.openai(&openai_body("json200", true)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("maximum context length"), "{}", r.body);
+    assert!(caller_calls(&g.tertiary).is_empty());
+    assert_eq!(g.breaker("secondary"), BreakerState::Closed);
+}
