@@ -11,7 +11,7 @@
 //!   `"tok1 … tokN"` when the behaviour sets `reply_tokens`.
 //!
 //! With Anthropic's `thinking` on (Anthropic API), or a `reasoning_effort` other than
-//! `none` (OpenAI API), the answer starts with a reasoning block, `"Thinking about:
+//! `none` or a model named `…-reasoner` (OpenAI API), the answer starts with a reasoning block, `"Thinking about:
 //! {last user text}"`: on the Anthropic API signed by [`thinking_signature`], on the
 //! OpenAI API streamed as `delta.reasoning`, as vLLM, OpenRouter and Ollama stream a
 //! reasoning model's (a JSON answer leaves it out). Like Anthropic, the mock refuses a conversation whose
@@ -86,8 +86,12 @@ impl Answer {
         };
         let reasons = match api {
             Api::Anthropic => req.thinking_on(),
-            // A reasoning model behind an OpenAI-compatible server, asked to reason.
-            Api::OpenAi => req.reasoning_effort.as_deref().is_some_and(|e| e != "none"),
+            // A reasoning model behind an OpenAI-compatible server, asked to reason, or
+            // one that always does (DeepSeek's `deepseek-reasoner`).
+            Api::OpenAi => {
+                req.reasoning_effort.as_deref().is_some_and(|e| e != "none")
+                    || req.model.ends_with("-reasoner")
+            }
             Api::Gemini => false,
         };
         let thinking = reasons.then(|| format!("Thinking about: {}", last_user_text(req)));

@@ -395,11 +395,21 @@ impl Provider {
         req: &ChatRequest,
         model: &str,
     ) -> Result<EventStream, UpstreamError> {
-        let response = self.send(req, model, true).await?;
-        if is_json(response.headers()) {
-            return self.whole_answer(response, req).await;
-        }
-        let sse = sse_stream::SseByteStream::new(bounded_events(response.bytes_stream()));
+        let mut response = self.send(req, model, true).await?;
+        let body = if is_json(response.headers()) {
+            // Labelled JSON: a whole document, unless its first bytes are events (some
+            // servers label their streams `application/json`).
+            let first = response.chunk().await.map_err(transport_error)?;
+            if first.as_deref().is_some_and(starts_as_json) {
+                return self.whole_answer(response, first, req).await;
+            }
+            futures::stream::iter(first.map(Ok))
+                .chain(response.bytes_stream())
+                .left_stream()
+        } else {
+            response.bytes_stream().right_stream()
+        };
+        let sse = sse_stream::SseByteStream::new(bounded_events(body));
         let decoder = self.adapter.stream_decoder();
         // An in-band error event is the provider's text too: scrub it like a status error.
         let secrets = std::sync::Arc::clone(&self.secrets);
@@ -421,11 +431,13 @@ impl Provider {
     async fn whole_answer(
         &self,
         response: reqwest::Response,
+        first: Option<bytes::Bytes>,
         req: &ChatRequest,
     ) -> Result<EventStream, UpstreamError> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = read_capped(response, MAX_SSE_EVENT_BYTES).await?;
+        let mut body = first.map(Vec::from).unwrap_or_default();
+        body.extend(read_capped(response, MAX_SSE_EVENT_BYTES.saturating_sub(body.len())).await?);
         match self.adapter.decode_response(&body) {
             Ok(mut answer) => {
                 if self.keeps_one_call(req) {
@@ -434,12 +446,30 @@ impl Provider {
                 let events = answer.to_events().into_iter().map(Ok);
                 Ok(Box::pin(futures::stream::iter(events)))
             }
-            Err(_) => Err(scrub(
+            // An error document: classed by what it says, as with its own status.
+            Err(_) if is_error_document(&body) => Err(scrub(
                 &self.secrets,
                 self.adapter.map_error(status, &headers, &body),
             )),
+            Err(not_an_answer) => Err(scrub(&self.secrets, not_an_answer)),
         }
     }
+}
+
+/// Bytes that begin a JSON object (after any whitespace), not an SSE field.
+fn starts_as_json(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// A JSON object that is an error report in one of the shapes providers use: an
+/// `error` member (OpenAI, Gemini, OpenRouter), `"object": "error"` (vLLM) or
+/// `"type": "error"` (Anthropic).
+fn is_error_document(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|doc| {
+        doc.get("error").is_some_and(|e| !e.is_null())
+            || doc.get("object").and_then(|v| v.as_str()) == Some("error")
+            || doc.get("type").and_then(|v| v.as_str()) == Some("error")
+    })
 }
 
 /// A response whose body is one JSON document (`application/json`, `…+json`), not
@@ -1009,5 +1039,28 @@ mod decode_sse_tests {
                 ..
             })
         ));
+    }
+}
+
+#[cfg(test)]
+mod whole_document_tests {
+    use super::*;
+
+    #[test]
+    fn a_json_label_on_events_is_read_as_events_and_errors_are_told_from_answers() {
+        // Some servers label their event streams `application/json`: their first
+        // bytes are SSE fields, not a JSON object.
+        assert!(starts_as_json(b"  \n{\"id\":\"x\"}"));
+        assert!(!starts_as_json(b"data: {\"id\":\"x\"}\n\n"));
+        assert!(!starts_as_json(b": keep-alive\n\n"));
+        assert!(!starts_as_json(b"event: message_start\n"));
+        assert!(is_error_document(br#"{"error": {"code": 429}}"#));
+        assert!(is_error_document(br#"{"object": "error", "message": "m"}"#));
+        assert!(is_error_document(
+            br#"{"type": "error", "error": {"type": "overloaded_error"}}"#
+        ));
+        assert!(!is_error_document(br#"{"error": null, "choices": []}"#));
+        assert!(!is_error_document(br#"{"id": "x", "choices": [{}]}"#));
+        assert!(!is_error_document(b"not json"));
     }
 }

@@ -333,11 +333,7 @@ async fn handle(
     let received_at = SystemTime::now();
     let mut meter = Meter::new(&state, None);
     let opts = match request_options(headers) {
-        Ok(opts) => RequestOptions {
-            // An OpenAI stream has no field for reasoning: it commits at the answer.
-            reasoning_hidden: format == Format::OpenAi,
-            ..opts
-        },
+        Ok(opts) => opts,
         Err(err) => return meter.error(format, &err),
     };
     if let Err(err) = uncompressed(headers) {
@@ -370,6 +366,15 @@ async fn handle(
         Err(err) => return meter.error(format, &err.to_gateway_error()),
     };
     let mut opts = opts;
+    // Reasoning the caller is not sent: an OpenAI-format caller's format has no field
+    // for it; an Anthropic-format caller who did not turn `thinking` on gets none, as
+    // from Anthropic (a model behind an OpenAI-compatible server may reason anyway).
+    // Such a stream commits at the answer, not at reasoning the caller never sees.
+    let hide_reasoning = match format {
+        Format::OpenAi => true,
+        Format::Anthropic => !req.thinking_on(),
+    };
+    opts.reasoning_hidden = hide_reasoning;
     let journal_on = state.journal.config().durability != Durability::Off;
     // Hashing the caller's key only matters to the journal.
     let caller = if journal_on {
@@ -428,7 +433,14 @@ async fn handle(
 
     let response = if req.stream {
         match state.router.chat_stream(&route, &req, &opts).await {
-            Ok(served) => stream_response(format, &request_id, &req, served, ledger, meter).await,
+            Ok(mut served) => {
+                if hide_reasoning && format == Format::Anthropic {
+                    served.value = Box::pin(served.value.filter(|event| {
+                        std::future::ready(!matches!(event, Ok(e) if e.is_reasoning()))
+                    }));
+                }
+                stream_response(format, &request_id, &req, served, ledger, meter).await
+            }
             Err(failure) => {
                 let (response, message) = failure_response(format, &route.name, failure);
                 if let Some(mut l) = ledger {
@@ -440,7 +452,10 @@ async fn handle(
         }
     } else {
         match state.router.chat(&route, &req, &opts).await {
-            Ok(served) => {
+            Ok(mut served) => {
+                if hide_reasoning {
+                    served.value.content.retain(|block| !block.is_thinking());
+                }
                 let id = format.response_id(&request_id);
                 let body = match format {
                     Format::OpenAi => {

@@ -277,7 +277,8 @@ pub(crate) fn decode_count(body: &[u8]) -> Result<u64, UpstreamError> {
 /// bounds zod writes for every integer (±(2^53 − 1)) are dropped.
 fn structured_output(schema: &Value) -> Option<Value> {
     let mut root = schema.as_object()?.clone();
-    root.remove("$schema");
+    // `shift_remove`: the schema's other keywords keep their order.
+    root.shift_remove("$schema");
     subset(&Value::Object(root))
 }
 

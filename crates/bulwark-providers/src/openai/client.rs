@@ -117,7 +117,13 @@ impl Adapter for OpenAiAdapter {
         let detail = ErrorInfo::parse(body);
         if refuses_stream_options(status, &detail) {
             // Bulwark's field, not the caller's: the next call goes without it.
-            self.stream_options.store(false, Ordering::Relaxed);
+            if self.stream_options.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    provider_kind = self.kind(),
+                    "upstream refused stream_options: its streams are asked for without it, \
+                     and their usage is reported as 0"
+                );
+            }
             return UpstreamError::new(
                 ErrorClass::Transient,
                 "upstream refused stream_options (which Bulwark adds to read the usage); \
@@ -666,13 +672,26 @@ fn content_text(content: &Value) -> Result<String, UpstreamError> {
 
 /// A 400 (or a validator's 422) naming `stream_options` as a field the server does
 /// not take.
+/// `stream_options` quoted anywhere else (a caller's schema of that name in an error
+/// about the schema) is not a refusal of the field.
 fn refuses_stream_options(status: u16, info: &ErrorInfo) -> bool {
-    matches!(status, 400 | 422)
-        && (info.param.as_deref() == Some("stream_options")
-            || info
-                .message
-                .as_deref()
-                .is_some_and(|m| m.contains("stream_options")))
+    if !matches!(status, 400 | 422) {
+        return false;
+    }
+    if info.param.as_deref() == Some("stream_options") {
+        return true;
+    }
+    let message = info.message.as_deref().unwrap_or("").to_ascii_lowercase();
+    [
+        "unrecognized request argument supplied: stream_options",
+        "unsupported parameter: 'stream_options'",
+        "unknown field `stream_options`",
+        "unknown field: stream_options",
+    ]
+    .iter()
+    .any(|wording| message.contains(wording))
+        // pydantic (vLLM, TGI-style FastAPI servers): the field's path, then the rule.
+        || (message.contains("stream_options") && message.contains("extra inputs are not permitted"))
 }
 
 /// The finish reason OpenRouter (and servers modelled on it) give an answer that the
@@ -708,7 +727,7 @@ fn completion_to_response(completion: ChatCompletion) -> Result<ChatResponse, Up
         return Err(UpstreamError::protocol("upstream response has no choices"));
     };
     if choice.finish_reason.as_deref() == Some(ERROR_FINISH) {
-        return Err(ended_in_error(None));
+        return Err(ended_in_error(choice.error.as_ref()));
     }
     let message = choice.message;
     let mut content = Vec::new();

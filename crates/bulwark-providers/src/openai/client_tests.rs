@@ -713,6 +713,22 @@ fn a_server_that_refuses_stream_options_is_asked_without_it_from_then_on() {
         "type": "invalid_request_error"}});
     let err = adapter.map_error(400, &HeaderMap::new(), other.to_string().as_bytes());
     assert_eq!(err.class, ErrorClass::InvalidRequest);
+    // The name quoted in an error about something else (a caller's schema of that
+    // name) neither turns the field off nor makes the caller's error transient.
+    let fresh = OpenAiAdapter::new(false);
+    let schema = json!({"error": {"message": "Invalid schema for response_format 'stream_options': \
+        In context=(), 'additionalProperties' is required to be supplied and to be false.",
+        "type": "invalid_request_error", "param": "response_format"}});
+    let err = fresh.map_error(400, &HeaderMap::new(), schema.to_string().as_bytes());
+    assert_eq!(err.class, ErrorClass::InvalidRequest);
+    assert_eq!(
+        encode(&fresh, &req, true)["stream_options"],
+        json!({"include_usage": true})
+    );
+    // pydantic's wording (vLLM and other FastAPI servers) is a refusal of the field.
+    let pydantic = json!({"object": "error", "message": "[{'type': 'extra_forbidden', 'loc': ('body', 'stream_options'), 'msg': 'Extra inputs are not permitted'}]"});
+    let err = fresh.map_error(400, &HeaderMap::new(), pydantic.to_string().as_bytes());
+    assert_eq!(err.class, ErrorClass::Transient);
 }
 
 #[test]

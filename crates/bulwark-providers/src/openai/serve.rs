@@ -71,6 +71,7 @@ pub fn encode_response(resp: &ChatResponse, id: &str, created: u64) -> Vec<u8> {
             },
             logprobs: None,
             finish_reason: Some(finish_reason(resp.stop_reason).to_string()),
+            error: None,
         }],
         usage: Some(usage_to_wire(&resp.usage)),
     };

@@ -219,6 +219,9 @@ pub struct Choice {
     pub logprobs: Option<Value>,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Why the answer failed, with finish reason `error` (OpenRouter); read only.
+    #[serde(default, skip_serializing)]
+    pub error: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,9 +351,9 @@ pub struct Delta {
 #[derive(Debug, Deserialize)]
 pub struct ChunkIn<'a> {
     /// Absent or `null` on some compatible servers' chunks.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub model: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub choices: Vec<ChoiceIn<'a>>,
@@ -366,7 +369,7 @@ pub struct ChoiceIn<'a> {
     pub index: u32,
     #[serde(default, borrow, deserialize_with = "null_as_default")]
     pub delta: DeltaIn<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub finish_reason: Option<Cow<'a, str>>,
     /// Why the answer failed, with finish reason `error` (OpenRouter).
     #[serde(default)]
@@ -376,17 +379,17 @@ pub struct ChoiceIn<'a> {
 /// The delta of a [`ChoiceIn`].
 #[derive(Debug, Default, Deserialize)]
 pub struct DeltaIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub refusal: Option<Cow<'a, str>>,
     #[serde(default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// The model's reasoning from an OpenAI-compatible server: `reasoning` (vLLM 0.11
     /// on, OpenRouter, Ollama) or `reasoning_content` (DeepSeek, older vLLM).
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub reasoning: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_borrowed")]
     pub reasoning_content: Option<Cow<'a, str>>,
 }
 
@@ -434,4 +437,16 @@ pub struct ErrorDetail {
     pub param: Option<String>,
     /// `context_length_exceeded`, `rate_limit_exceeded`, `invalid_api_key`, …
     pub code: Option<String>,
+}
+
+/// An optional string borrowed from the payload when it holds no escapes. serde
+/// borrows a bare `Cow<str>` field, but not one inside an `Option`: without this every
+/// such field of every chunk would be a fresh allocation.
+fn optional_borrowed<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(deserializer)?.map(|b| b.0))
 }

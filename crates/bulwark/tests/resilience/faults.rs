@@ -634,11 +634,11 @@ async fn reasoning_streamed_by_an_openai_compatible_server_is_the_first_token() 
     let g = Gw::start(&route(
         "think",
         &[S, T],
-        &["timeouts: {connect: 1s, first_token: 400ms, idle: 1s, total: 10s}"],
+        &["timeouts: {connect: 1s, first_token: 600ms, idle: 1s, total: 10s}"],
     ))
     .await;
-    // Two reasoning chunks, then two answer tokens, 300 ms apart: the first answer
-    // token comes 900 ms in, well past the first-token timeout.
+    // Two reasoning chunks, then two answer tokens, 300 ms apart: the first reasoning
+    // comes 300 ms in, the first answer token 900 ms in, past the first-token timeout.
     g.secondary.set_behavior(bulwark_mock::Behavior {
         token_delay_ms: 300,
         reply_tokens: Some(2),
@@ -706,4 +706,41 @@ async fn a_whole_json_answer_or_error_where_a_stream_was_asked_for_is_read_as_su
     assert!(r.body.contains("maximum context length"), "{}", r.body);
     assert!(caller_calls(&g.tertiary).is_empty());
     assert_eq!(g.breaker("secondary"), BreakerState::Closed);
+}
+
+/// An Anthropic-format caller gets reasoning only when it turned `thinking` on, as from
+/// Anthropic itself, whichever provider reasoned: a model behind an OpenAI-compatible
+/// server may reason unasked. With thinking on, it comes as `thinking`, unsigned.
+#[tokio::test]
+async fn an_anthropic_caller_gets_reasoning_only_when_it_asked_for_it() {
+    let g = Gw::start(&route(
+        "chat",
+        &["{provider: secondary, model: deepseek-reasoner}"],
+        &scaled(),
+    ))
+    .await;
+    for thinking in [false, true] {
+        for stream in [false, true] {
+            let mut body = anthropic_chat(stream);
+            if thinking {
+                body["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
+                body["max_tokens"] = json!(2048);
+            }
+            let r = g.anthropic(&body).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            // Streamed, the words arrive one chunk each.
+            assert!(r.body.contains("Hello"), "{}", r.body);
+            assert_eq!(
+                r.body.contains("Thinking"),
+                thinking,
+                "thinking {thinking}, stream {stream}: {}",
+                r.body
+            );
+            if thinking && !stream {
+                let answer = r.json();
+                assert_eq!(answer["content"][0]["type"], "thinking", "{answer}");
+                assert_eq!(answer["content"][0]["signature"], "", "{answer}");
+            }
+        }
+    }
 }
