@@ -651,16 +651,7 @@ async fn reasoning_streamed_by_an_openai_compatible_server_is_the_first_token() 
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-bulwark-provider"), "secondary", "{}", r.body);
         assert!(!r.body.contains("Thinking about"), "{}", r.body);
-        let text = if stream {
-            let s = openai_stream(&r.body);
-            assert!(s.done && s.error.is_none() && s.well_formed, "{}", r.body);
-            s.text
-        } else {
-            r.json()["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let text = openai_answer_text(&r, stream);
         assert_eq!(text, "tok1 tok2");
     }
     // The upstream did stream reasoning: the mock was asked to reason.
@@ -684,16 +675,7 @@ async fn a_whole_json_answer_or_error_where_a_stream_was_asked_for_is_read_as_su
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-bulwark-provider"), "secondary", "{}", r.body);
         assert_eq!(r.header("x-bulwark-attempts"), "1");
-        let text = if stream {
-            let s = openai_stream(&r.body);
-            assert!(s.done && s.error.is_none() && s.well_formed, "{}", r.body);
-            s.text
-        } else {
-            r.json()["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let text = openai_answer_text(&r, stream);
         assert_eq!(text, "Hello from secondary. You said: hello there");
     }
     // An over-long prompt reported with status 200: the caller's clean 400, one

@@ -269,6 +269,21 @@ pub struct OpenAiStream {
     pub well_formed: bool,
 }
 
+/// The answer's text from an OpenAI-format response, streamed (which must have ended
+/// cleanly: `[DONE]`, no in-band error, every chunk JSON) or whole.
+pub fn openai_answer_text(r: &Resp, stream: bool) -> String {
+    if stream {
+        let s = openai_stream(&r.body);
+        assert!(s.done && s.error.is_none() && s.well_formed, "{}", r.body);
+        s.text
+    } else {
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 pub fn openai_stream(body: &str) -> OpenAiStream {
     let mut out = OpenAiStream {
         well_formed: true,
