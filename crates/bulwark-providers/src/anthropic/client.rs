@@ -70,6 +70,12 @@ impl Adapter for AnthropicAdapter {
         let msg: MessageResponse = serde_json::from_slice(body).map_err(|e| {
             UpstreamError::protocol(format!("anthropic response is not a message: {e}"))
         })?;
+        if msg.stop_reason.is_none() {
+            // A whole message always says why it ended; one that does not may be cut.
+            return Err(UpstreamError::protocol(
+                "anthropic message has no stop_reason: the answer may be incomplete",
+            ));
+        }
         Ok(ChatResponse {
             id: msg.id,
             model: msg.model,
@@ -1195,6 +1201,18 @@ mod tests {
         assert_eq!(odd, tool_id("functions.get_weather:0"));
         assert_ne!(odd, tool_id("functions:get_weather.0"));
         assert!(!tool_id("").is_empty());
+    }
+
+    #[test]
+    fn a_whole_message_without_a_stop_reason_is_no_answer() {
+        let body = json!({"id": "m", "type": "message", "role": "assistant", "model": "c",
+            "content": [{"type": "text", "text": "Cut"}], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}});
+        let err = adapter()
+            .decode_response(&serde_json::to_vec(&body).unwrap())
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Protocol);
+        assert!(err.message.contains("stop_reason"), "{err:?}");
     }
 
     #[test]

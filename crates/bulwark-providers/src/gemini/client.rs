@@ -424,11 +424,13 @@ fn response_from_wire(resp: GenerateContentResponse) -> Result<ChatResponse, Ups
         }
     }
 
-    if let Some(err) = candidate
-        .finish_reason
-        .as_deref()
-        .and_then(|reason| malformed_answer(reason, content.is_empty()))
-    {
+    let Some(reason) = candidate.finish_reason.as_deref() else {
+        // A whole answer always says why it ended; one that does not may be cut.
+        return Err(UpstreamError::protocol(
+            "gemini answer has no finishReason: the answer may be incomplete",
+        ));
+    };
+    if let Some(err) = malformed_answer(reason, content.is_empty()) {
         return Err(err);
     }
     Ok(ChatResponse {

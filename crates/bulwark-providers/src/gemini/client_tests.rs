@@ -375,3 +375,15 @@ fn a_blocked_prompt_is_a_content_policy_error() {
     let err = adapter().decode_response(b"<html>").unwrap_err();
     assert_eq!(err.class, ErrorClass::Protocol);
 }
+
+#[test]
+fn a_whole_answer_without_a_finish_reason_is_no_answer() {
+    // Streamed, an answer that ends without `finishReason` fails over; whole (a
+    // stream request answered with one JSON document, or a probe) it is the same.
+    let body = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Cut"}]}}]});
+    let err = adapter()
+        .decode_response(body.to_string().as_bytes())
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Protocol);
+    assert!(err.message.contains("finishReason"), "{err:?}");
+}

@@ -726,8 +726,15 @@ fn completion_to_response(completion: ChatCompletion) -> Result<ChatResponse, Up
     let Some(choice) = completion.choices.into_iter().next() else {
         return Err(UpstreamError::protocol("upstream response has no choices"));
     };
-    if choice.finish_reason.as_deref() == Some(ERROR_FINISH) {
-        return Err(ended_in_error(choice.error.as_ref()));
+    match choice.finish_reason.as_deref() {
+        Some(ERROR_FINISH) => return Err(ended_in_error(choice.error.as_ref())),
+        // A whole answer always says why it ended; one that does not may be cut.
+        None => {
+            return Err(UpstreamError::protocol(
+                "upstream answer has no finish_reason: it may be incomplete",
+            ));
+        }
+        Some(_) => {}
     }
     let message = choice.message;
     let mut content = Vec::new();

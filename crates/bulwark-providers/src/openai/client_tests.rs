@@ -749,3 +749,14 @@ fn an_error_sent_with_status_200_is_classed_by_what_it_says() {
     assert_eq!(err.class, ErrorClass::Transient);
     assert_eq!(err.status, None);
 }
+
+#[test]
+fn whole_answers_without_a_stop_reason_are_no_answers() {
+    // The OpenAI shape here; the Anthropic one is tested beside its decoder.
+    let body = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Cut"}, "finish_reason": null}]});
+    let err = OpenAiAdapter::new(true)
+        .decode_response(body.to_string().as_bytes())
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Protocol);
+}
