@@ -75,44 +75,64 @@ fn parse_storage(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<StorageConfig, ConfigError> {
-    let err = |field: String, message: String| ConfigError {
-        file: path.to_path_buf(),
-        field,
-        message,
-    };
-    let tree: Value = serde_saphyr::from_str(text).map_err(|e| {
-        err(
-            String::new(),
-            format!("not valid YAML: {}", e.without_snippet()),
-        )
-    })?;
+    let err = at(path);
+    let tree = yaml_tree(path, text)?;
     let section = |name: &str| -> Result<Value, ConfigError> {
         let mut value = tree.get(name).cloned().unwrap_or(Value::Null);
-        let mut at = name.to_string();
-        expand_env(&mut value, &mut at, env).map_err(|(field, msg)| err(field, msg))?;
+        let mut field = name.to_string();
+        expand_env(&mut value, &mut field, env).map_err(|(field, msg)| err(field, msg))?;
         Ok(value)
-    };
-    let decode_err = |name: &str, e: serde_path_to_error::Error<serde_json::Error>| {
-        let inner = e.path().to_string();
-        let field = if inner == "." {
-            name.to_string()
-        } else {
-            format!("{name}.{inner}")
-        };
-        err(field, explain_serde(&e.into_inner().to_string()))
     };
     let journal = match section("journal")? {
         Value::Null => Default::default(),
-        value => serde_path_to_error::deserialize(value).map_err(|e| decode_err("journal", e))?,
+        value => decode(path, "journal", value)?,
     };
     let backup = match section("backup")? {
         Value::Null => None,
-        value => {
-            Some(serde_path_to_error::deserialize(value).map_err(|e| decode_err("backup", e))?)
-        }
+        value => Some(decode(path, "backup", value)?),
     };
     validate_storage(&journal, backup.as_ref()).map_err(|(field, msg)| err(field, msg))?;
     Ok((journal, backup))
+}
+
+/// A configuration error in `path`, from a field and a message.
+fn at(path: &Path) -> impl Fn(String, String) -> ConfigError + '_ {
+    move |field, message| ConfigError {
+        file: path.to_path_buf(),
+        field,
+        message,
+    }
+}
+
+/// The file's YAML as a tree of values.
+fn yaml_tree(path: &Path, text: &str) -> Result<Value, ConfigError> {
+    serde_saphyr::from_str(text)
+        // Without the excerpt of the file the parser would quote: the lines around a
+        // mistake can hold an `api_key` or header value written in clear.
+        .map_err(|e| {
+            at(path)(
+                String::new(),
+                format!("not valid YAML: {}", e.without_snippet()),
+            )
+        })
+}
+
+/// `value` decoded as a `T`; an error names its field under `prefix` (the section the
+/// value came from; empty for the whole file).
+fn decode<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    prefix: &str,
+    value: Value,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let field = match (inner.as_str(), prefix) {
+            (".", prefix) => prefix.to_string(),
+            (inner, "") => inner.to_string(),
+            (inner, prefix) => format!("{prefix}.{inner}"),
+        };
+        at(path)(field, explain_serde(&e.into_inner().to_string()))
+    })
 }
 
 /// Parses configuration text; `env` looks up environment variables (injectable for tests).
@@ -121,20 +141,8 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let err = |field: String, message: String| ConfigError {
-        file: path.to_path_buf(),
-        field,
-        message,
-    };
-    let mut tree: Value = serde_saphyr::from_str(text)
-        // Without the excerpt of the file the parser would quote: the lines around a
-        // mistake can hold an `api_key` or header value written in clear.
-        .map_err(|e| {
-            err(
-                String::new(),
-                format!("not valid YAML: {}", e.without_snippet()),
-            )
-        })?;
+    let err = at(path);
+    let mut tree = yaml_tree(path, text)?;
     if tree.is_null() {
         return Err(err(
             String::new(),
@@ -142,11 +150,7 @@ pub fn parse(
         ));
     }
     expand_env(&mut tree, &mut String::new(), env).map_err(|(field, msg)| err(field, msg))?;
-    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        err(field, explain_serde(&e.into_inner().to_string()))
-    })?;
+    let config: Config = decode(path, "", tree)?;
     validate(&config).map_err(|(field, msg)| err(field, msg))?;
     Ok(config)
 }

@@ -207,20 +207,13 @@ async fn idempotency_keys_replay_wait_and_reject_mismatches() {
 /// caller's kept beside it (echoed as `x-client-request-id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_requests_with_one_caller_request_id_stay_two() {
-    // Every part bound, so the mock and the gateway live to the end.
-    let Setup {
-        mock: _mock,
-        _dir,
-        journal,
-        gateway: _gateway,
-        url,
-        client,
-    } = setup("").await;
+    // Held whole, so the mock and the gateway live to the end.
+    let s = setup("").await;
     let mut ids = Vec::new();
     for prompt in ["first question", "second question"] {
         let body = chat_body(false, prompt);
         let (status, headers, text) =
-            post(&client, &url, &body, &[("x-request-id", "same-id-1")]).await;
+            post(&s.client, &s.url, &body, &[("x-request-id", "same-id-1")]).await;
         assert_eq!(status, 200, "{text}");
         assert_eq!(headers["x-client-request-id"], "same-id-1");
         let id = headers["x-request-id"].to_str().unwrap().to_string();
@@ -231,7 +224,7 @@ async fn two_requests_with_one_caller_request_id_stay_two() {
     }
     assert_ne!(ids[0], ids[1]);
     // `durability: sync`: both are committed before their answers went out.
-    let lines = journal_lines(&journal).await;
+    let lines = journal_lines(&s.journal).await;
     let ours: Vec<&Value> = lines
         .iter()
         .filter(|v| v["caller_request_id"] == "same-id-1")
@@ -248,14 +241,8 @@ async fn two_requests_with_one_caller_request_id_stay_two() {
 /// gateway's admin token: a caller cannot keep its failures out of `availability`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_admin_token_marks_a_request_as_drill_traffic() {
-    let Setup {
-        mock: _mock,
-        _dir,
-        journal,
-        gateway: _gateway,
-        url,
-        client,
-    } = setup("admin_token: drill-secret-1").await;
+    // Held whole, so the mock and the gateway live to the end.
+    let s = setup("admin_token: drill-secret-1").await;
     for (caller_id, marker) in [
         ("real", "drill-secret-1"),
         ("spoof", "guess"),
@@ -266,10 +253,10 @@ async fn only_the_admin_token_marks_a_request_as_drill_traffic() {
         if !marker.is_empty() {
             headers.push(("x-bulwark-drill", marker));
         }
-        let (status, _, text) = post(&client, &url, &body, &headers).await;
+        let (status, _, text) = post(&s.client, &s.url, &body, &headers).await;
         assert_eq!(status, 200, "{text}");
     }
-    let entries = journal_export(&journal).await;
+    let entries = journal_export(&s.journal).await;
     assert_eq!(entries["real"]["drill"], true);
     assert_eq!(entries["spoof"]["drill"], false);
     assert_eq!(entries["plain"]["drill"], false);
